@@ -1,0 +1,82 @@
+"""NumPy (CPU) or CuPy (GPU): finding the array module and moving arrays between devices.
+
+Op code never consults a global switch: it asks `get_array_module(array)` which library the
+array belongs to and uses that. Moving data from one device to another is always explicit
+(`Tensor.to("gpu")`, `Module.to("gpu")`), and an op that sees arrays from both is an error.
+"""
+import numpy as np
+
+DEVICES = ("cpu", "gpu")
+
+
+class DeviceError(RuntimeError):
+    """The GPU was asked for but cannot be used, or arrays from two devices were mixed."""
+
+
+def _import_cupy():
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
+def gpu_unavailable_reason():
+    """Why "gpu" cannot be used right now, or None when it can."""
+    cupy = _import_cupy()
+    if cupy is None:
+        return ("CuPy is not installed, so the GPU cannot be used. Install the CuPy build that "
+                "matches your CUDA version, e.g. `pip install cupy-cuda12x`, or use --device cpu.")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # CUDA driver missing or broken
+        return (f"CuPy is installed but no CUDA device can be used ({error}). Check the NVIDIA "
+                "driver with `nvidia-smi`, or use --device cpu.")
+    if count == 0:
+        return "CuPy is installed but no CUDA device was found. Use --device cpu."
+    return None
+
+
+def gpu_available():
+    return gpu_unavailable_reason() is None
+
+
+def array_module_for(device):
+    """The array library behind a device name: numpy for "cpu", cupy for "gpu"."""
+    if device == "cpu":
+        return np
+    if device == "gpu":
+        reason = gpu_unavailable_reason()
+        if reason is not None:
+            raise DeviceError(reason)
+        return _import_cupy()
+    raise ValueError(f"unknown device {device!r}: use one of {DEVICES}")
+
+
+def is_cupy_array(array):
+    return type(array).__module__.startswith("cupy")
+
+
+def get_array_module(array):
+    """numpy or cupy, whichever `array` belongs to (numpy for Python scalars)."""
+    if is_cupy_array(array):
+        return _import_cupy()
+    return np
+
+
+def device_of(array):
+    return "gpu" if is_cupy_array(array) else "cpu"
+
+
+def to_device(array, device):
+    """A copy of `array` on `device` (the same array when it is already there)."""
+    if device_of(array) == device:
+        return array
+    if device == "cpu":
+        return array.get()
+    return array_module_for("gpu").asarray(array)
+
+
+def to_numpy(array):
+    """A NumPy array, copied from the GPU when needed."""
+    return array.get() if is_cupy_array(array) else np.asarray(array)

@@ -1,0 +1,353 @@
+"""Primitive differentiable operations on Tensors.
+
+Each op is a small Function: `forward` on raw arrays, `backward` with Tensor operations (so it
+can be differentiated again). Read top to bottom: arithmetic, shapes and reductions, then
+element-wise maths. Convolutions live in conv.py; layer-level compositions in functional.py.
+"""
+import numpy as np
+
+from .backend import get_array_module
+from .tensor import Function, Tensor
+
+
+def as_tensor(value, like):
+    """Turn a Python/NumPy scalar or array into a Tensor with `like`'s dtype and device.
+
+    This keeps float32 float32: NumPy 2 would promote float32 * np.float64(2) to float64.
+    """
+    if isinstance(value, Tensor):
+        return value
+    xp = get_array_module(like.data)
+    return Tensor(xp.asarray(value, dtype=like.dtype))
+
+
+def _pair(a, b):
+    if not isinstance(a, Tensor):
+        a = as_tensor(a, b)
+    if not isinstance(b, Tensor):
+        b = as_tensor(b, a)
+    return a, b
+
+
+# ---- broadcasting -----------------------------------------------------------------------------
+
+def sum_to(x, shape):
+    """Sum `x` down to `shape`: undoes broadcasting (the gradient of broadcast_to)."""
+    if x.shape == tuple(shape):
+        return x
+    return SumTo(shape)(x)
+
+
+def broadcast_to(x, shape):
+    if x.shape == tuple(shape):
+        return x
+    return BroadcastTo(shape)(x)
+
+
+def _sum_to_array(x, shape):
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1)
+    y = x.sum(axis=axes, keepdims=True)
+    return y.reshape(shape) if lead else y
+
+
+class SumTo(Function):
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return _sum_to_array(x, self.shape)
+
+    def backward(self, gy):
+        return broadcast_to(gy, self.x_shape)
+
+
+class BroadcastTo(Function):
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return get_array_module(x).broadcast_to(x, self.shape)
+
+    def backward(self, gy):
+        return sum_to(gy, self.x_shape)
+
+
+# ---- arithmetic: y = a + b, a - b, a * b, a / b, -a, a ** p, a @ b --------------------------------
+
+class Add(Function):
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return sum_to(gy, a.shape), sum_to(gy, b.shape)
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return sum_to(gy, a.shape), sum_to(-gy, b.shape)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return sum_to(gy * b, a.shape), sum_to(gy * a, b.shape)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        return a / b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = gy / b
+        return sum_to(ga, a.shape), sum_to(-ga * a / b, b.shape)
+
+
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class Pow(Function):
+    """y = x ** p for a constant exponent p; dy/dx = p * x ** (p - 1)."""
+
+    def __init__(self, exponent):
+        self.exponent = exponent
+
+    def forward(self, x):
+        return x ** x.dtype.type(self.exponent)
+
+    def backward(self, gy):
+        x, = self.inputs
+        p = self.exponent
+        return gy * p * x ** (p - 1)
+
+
+class MatMul(Function):
+    """y = a @ b for 2-D a (n, k) and b (k, m); ga = gy @ b^T, gb = a^T @ gy."""
+
+    def forward(self, a, b):
+        return a @ b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return gy @ b.T, a.T @ gy
+
+
+def add(a, b): return Add()(*_pair(a, b))
+def sub(a, b): return Sub()(*_pair(a, b))
+def mul(a, b): return Mul()(*_pair(a, b))
+def div(a, b): return Div()(*_pair(a, b))
+def neg(x): return Neg()(x)
+def pow(x, exponent): return Pow(exponent)(x)
+
+
+def matmul(a, b):
+    a, b = _pair(a, b)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"matmul takes 2-D tensors, got shapes {a.shape} and {b.shape}")
+    return MatMul()(a, b)
+
+
+# ---- shapes ----------------------------------------------------------------------------------
+
+class Reshape(Function):
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.reshape(self.shape)
+
+    def backward(self, gy):
+        return reshape(gy, self.x_shape)
+
+
+class Transpose(Function):
+    """Permute axes (reverse them when axes is None); the gradient permutes back."""
+
+    def __init__(self, axes):
+        self.axes = axes
+
+    def forward(self, x):
+        return x.transpose(self.axes)
+
+    def backward(self, gy):
+        if self.axes is None:
+            return transpose(gy, None)
+        inverse = tuple(int(i) for i in np.argsort(self.axes))
+        return transpose(gy, inverse)
+
+
+def reshape(x, shape):
+    if x.shape == tuple(shape):
+        return x
+    return Reshape(tuple(shape))(x)
+
+
+def transpose(x, axes=None):
+    return Transpose(None if axes is None else tuple(axes))(x)
+
+
+def _is_basic_index(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, slice, np.integer)) for p in parts)
+
+
+class GetItem(Function):
+    """y = x[index], for basic (slices, ints) and integer-array indexing."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, x):
+        return x[self.index]
+
+    def backward(self, gy):
+        x, = self.inputs
+        return ScatterAdd(self.index, x.shape)(gy)
+
+
+class ScatterAdd(Function):
+    """y = zeros(shape); y[index] += g. The gradient of GetItem (repeated indices add up)."""
+
+    def __init__(self, index, shape):
+        self.index, self.shape = index, shape
+
+    def forward(self, g):
+        xp = get_array_module(g)
+        y = xp.zeros(self.shape, dtype=g.dtype)
+        if _is_basic_index(self.index):
+            y[self.index] = g  # basic indexing never selects an element twice
+        else:
+            xp.add.at(y, self.index, g)  # cupy.add.at on the GPU
+        return y
+
+    def backward(self, gy):
+        return getitem(gy, self.index)
+
+
+def getitem(x, index):
+    if isinstance(index, Tensor):
+        index = index.data
+    if isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return GetItem(index)(x)
+
+
+# ---- reductions --------------------------------------------------------------------------------
+
+def _normalise_axis(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    return tuple(sorted(int(a) % ndim for a in axes))
+
+
+def _keepdims_shape(shape, axes):
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+class Sum(Function):
+    def __init__(self, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.sum(axis=self.axis, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        axes = _normalise_axis(self.axis, len(self.x_shape))
+        gy = reshape(gy, _keepdims_shape(self.x_shape, axes))
+        return broadcast_to(gy, self.x_shape)
+
+
+class Max(Function):
+    """y = max over `axis`; the gradient is shared equally among tied maxima (like torch.amax)."""
+
+    def __init__(self, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        return x.max(axis=self.axis, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        x, = self.inputs
+        axes = _normalise_axis(self.axis, x.ndim)
+        shape = _keepdims_shape(x.shape, axes)
+        y = self.output().data.reshape(shape)
+        is_max = (x.data == y).astype(x.dtype)
+        share = Tensor(is_max / is_max.sum(axis=axes, keepdims=True))
+        return broadcast_to(reshape(gy, shape), x.shape) * share
+
+
+def sum(x, axis=None, keepdims=False):
+    return Sum(axis, keepdims)(x)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Arithmetic mean over `axis` (all axes when None)."""
+    count = 1
+    for a in _normalise_axis(axis, x.ndim):
+        count *= x.shape[a]
+    return sum(x, axis, keepdims) * (1.0 / count)
+
+
+def var(x, axis=None, keepdims=False, ddof=0):
+    """Variance mean((x - mean(x))^2) over `axis`; ddof=0 is the biased (population) variance,
+    NumPy's default (PyTorch's `var` defaults to the unbiased ddof=1)."""
+    count = 1
+    for a in _normalise_axis(axis, x.ndim):
+        count *= x.shape[a]
+    centred = x - mean(x, axis, keepdims=True)
+    return sum(centred * centred, axis, keepdims) * (1.0 / (count - ddof))
+
+
+def max(x, axis=None, keepdims=False):
+    return Max(axis, keepdims)(x)
+
+
+# ---- element-wise maths ------------------------------------------------------------------------
+
+class Exp(Function):
+    def forward(self, x):
+        return get_array_module(x).exp(x)
+
+    def backward(self, gy):
+        return gy * self.output()
+
+
+class Log(Function):
+    def forward(self, x):
+        return get_array_module(x).log(x)
+
+    def backward(self, gy):
+        x, = self.inputs
+        return gy / x
+
+
+class Sqrt(Function):
+    def forward(self, x):
+        return get_array_module(x).sqrt(x)
+
+    def backward(self, gy):
+        return gy / (2.0 * self.output())
+
+
+def exp(x): return Exp()(x)
+def log(x): return Log()(x)
+def sqrt(x): return Sqrt()(x)

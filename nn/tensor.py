@@ -1,0 +1,323 @@
+"""The autograd engine: `Tensor`, `Function`, and reverse-mode differentiation.
+
+A Tensor wraps a NumPy or CuPy array (`.data`). Every operation on Tensors is a `Function`:
+its `forward` works on raw arrays, and when any input requires a gradient the Function records
+itself as the output's `creator`, remembering its inputs. That chain of creators is the graph.
+
+`backward()` walks the graph once, in reverse topological order, asking each Function for the
+gradients of its inputs given the gradients of its outputs. Every `Function.backward` is
+written with Tensor operations (not raw arrays), so when `create_graph=True` the backward pass
+is itself recorded and can be differentiated again: that is how gradient penalties (WGAN-GP,
+R1) get second derivatives.
+"""
+import contextlib
+import weakref
+
+import numpy as np
+
+from .backend import device_of, get_array_module, to_device, to_numpy
+
+_grad_enabled = True
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+@contextlib.contextmanager
+def set_grad_enabled(mode):
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, mode
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def no_grad():
+    """`with nn.no_grad():` runs operations without recording the graph (inference, updates)."""
+    return set_grad_enabled(False)
+
+
+def _as_float_array(data):
+    """Float arrays keep their dtype; anything else (ints, bools, lists) becomes float32."""
+    if not hasattr(data, "dtype"):
+        data = np.asarray(data)
+    if data.dtype.kind != "f":
+        data = data.astype(np.float32)
+    return data
+
+
+class Tensor:
+    """An array with an optional gradient. `.data` is a numpy or cupy ndarray."""
+
+    __array_priority__ = 1000  # make `ndarray * Tensor` call Tensor.__rmul__
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            raise TypeError("nn.Tensor(t) got a Tensor; use t.detach() or t.data instead")
+        self.data = _as_float_array(data)
+        self.requires_grad = requires_grad
+        self.grad = None
+        self.creator = None  # the Function that produced this tensor (None for leaves)
+
+    # ---- facts about the array -------------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    dtype = property(lambda self: self.data.dtype)
+    device = property(lambda self: device_of(self.data))
+    is_leaf = property(lambda self: self.creator is None)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        text = repr(to_numpy(self.data)).replace("array(", "tensor(")
+        extra = f", device='gpu'" if self.device == "gpu" else ""
+        extra += ", requires_grad=True" if self.requires_grad else ""
+        return text[:-1] + extra + ")" if extra else text
+
+    def numpy(self):
+        """The values as a NumPy array (copied from the GPU when needed)."""
+        return to_numpy(self.data)
+
+    def item(self):
+        return self.numpy().item()
+
+    def detach(self):
+        """The same values, cut off from the graph."""
+        return Tensor(self.data)
+
+    def to(self, device=None, dtype=None):
+        """A copy on another device ("cpu" or "gpu") and/or with another float dtype.
+
+        The result is a new leaf; use it for data and for parameters before building a graph.
+        """
+        data = self.data if device is None else to_device(self.data, device)
+        if dtype is not None and data.dtype != dtype:
+            data = data.astype(dtype)
+        if data is self.data:
+            return self
+        return Tensor(data, requires_grad=self.requires_grad)
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+    # ---- differentiation ---------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=False, create_graph=False):
+        """Accumulate d(self)/d(leaf) * gradient into the `.grad` of every leaf that requires it.
+
+        `gradient` defaults to 1 for a one-element tensor, as in PyTorch. `retain_graph` is
+        accepted for familiarity: this engine never frees the graph, so the same graph can
+        always be walked again.
+        """
+        if gradient is None:
+            if self.size != 1:
+                raise RuntimeError(
+                    f"backward() without a gradient needs a one-element output, not shape "
+                    f"{self.shape}; reduce it first (e.g. .mean()) or pass gradient=...")
+            gradient = Tensor(get_array_module(self.data).ones_like(self.data))
+        grads = _run_backward([self], [gradient], create_graph, want_leaves=True)
+        for leaf, g in grads.items():
+            leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+    # ---- operators (implemented in ops.py) ---------------------------------------------------
+    def __add__(self, other): return ops.add(self, other)
+    def __radd__(self, other): return ops.add(other, self)
+    def __sub__(self, other): return ops.sub(self, other)
+    def __rsub__(self, other): return ops.sub(other, self)
+    def __mul__(self, other): return ops.mul(self, other)
+    def __rmul__(self, other): return ops.mul(other, self)
+    def __truediv__(self, other): return ops.div(self, other)
+    def __rtruediv__(self, other): return ops.div(other, self)
+    def __matmul__(self, other): return ops.matmul(self, other)
+    def __rmatmul__(self, other): return ops.matmul(other, self)
+    def __pow__(self, exponent): return ops.pow(self, exponent)
+    def __neg__(self): return ops.neg(self)
+    def __getitem__(self, index): return ops.getitem(self, index)
+
+    # comparisons give plain boolean arrays: they have no gradient
+    def __lt__(self, other): return self.data < _raw(other)
+    def __le__(self, other): return self.data <= _raw(other)
+    def __gt__(self, other): return self.data > _raw(other)
+    def __ge__(self, other): return self.data >= _raw(other)
+
+    def sum(self, axis=None, keepdims=False): return ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return ops.mean(self, axis, keepdims)
+    def var(self, axis=None, keepdims=False, ddof=0): return ops.var(self, axis, keepdims, ddof)
+    def max(self, axis=None, keepdims=False): return ops.max(self, axis, keepdims)
+    def exp(self): return ops.exp(self)
+    def log(self): return ops.log(self)
+    def sqrt(self): return ops.sqrt(self)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return ops.reshape(self, shape)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return ops.transpose(self, axes or None)
+
+    @property
+    def T(self):
+        return ops.transpose(self, None)
+
+
+def _raw(value):
+    return value.data if isinstance(value, Tensor) else value
+
+
+class Function:
+    """One differentiable operation. Subclasses define `forward` and `backward`.
+
+    forward(*arrays) -> array or tuple of arrays     (raw numpy/cupy arrays in and out)
+    backward(*grad_outputs) -> one gradient per input (Tensors, or None for "no gradient")
+
+    Inside `backward`, `self.inputs` are the input Tensors and `self.output(i)` the i-th output
+    Tensor, so backward formulas are written with differentiable Tensor operations.
+    """
+
+    def __call__(self, *inputs):
+        inputs = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+        self._check_one_device(inputs)
+        outputs = self.forward(*[x.data for x in inputs])
+        single = not isinstance(outputs, tuple)
+        outputs = [Tensor(y) for y in ((outputs,) if single else outputs)]
+        if _grad_enabled and any(x.requires_grad for x in inputs):
+            self.inputs = inputs
+            self._outputs = [weakref.ref(y) for y in outputs]  # weak: no reference cycles
+            for y in outputs:
+                y.requires_grad = True
+                y.creator = self
+        return outputs[0] if single else tuple(outputs)
+
+    def output(self, i=0):
+        return self._outputs[i]()
+
+    def forward(self, *xs):
+        raise NotImplementedError
+
+    def backward(self, *gys):
+        raise NotImplementedError
+
+    def _check_one_device(self, inputs):
+        devices = [x.device for x in inputs]
+        if len(set(devices)) > 1:
+            names = ", ".join(f"input {i} on {d}" for i, d in enumerate(devices))
+            raise RuntimeError(
+                f"{type(self).__name__} got tensors on two devices ({names}); move them to one "
+                f"device first with .to('cpu') or .to('gpu')")
+
+
+def _topological_order(outputs):
+    """Functions reachable from `outputs`, each listed after every Function that uses its output.
+
+    Iterative depth-first search (no recursion, so deep graphs cannot overflow the stack).
+    """
+    order, visited = [], set()
+    stack = [(y.creator, False) for y in outputs if y.creator is not None]
+    while stack:
+        function, children_done = stack.pop()
+        if children_done:
+            order.append(function)
+            continue
+        if id(function) in visited:
+            continue
+        visited.add(id(function))
+        stack.append((function, True))
+        for x in function.inputs:
+            if x.creator is not None and id(x.creator) not in visited:
+                stack.append((x.creator, False))
+    return order[::-1]  # post-order reversed: consumers before producers
+
+
+def _run_backward(outputs, grad_outputs, create_graph, want_leaves=False, wanted=()):
+    """Propagate `grad_outputs` back through the graph.
+
+    Returns {tensor: gradient} for every leaf that requires grad (want_leaves) or for each
+    tensor in `wanted`. Gradients are Tensors; with create_graph they are part of a new graph.
+    """
+    grads = {}  # id(tensor) -> accumulated gradient Tensor
+    keep = {}   # id(tensor) -> tensor, so ids stay valid and we can return the tensors
+    for y, g in zip(outputs, grad_outputs):
+        g = g if isinstance(g, Tensor) else Tensor(g)
+        if g.shape != y.shape:
+            raise ValueError(f"gradient of shape {g.shape} given for an output of shape {y.shape}")
+        grads[id(y)] = g if id(y) not in grads else grads[id(y)] + g
+        keep[id(y)] = y
+    wanted_ids = {id(t) for t in wanted}
+    result = {}
+    with set_grad_enabled(create_graph):
+        for function in _topological_order(outputs):
+            gys = []
+            for ref in function._outputs:
+                y = ref()
+                gys.append(None if y is None else grads.get(id(y)))
+            if all(g is None for g in gys):
+                continue
+            gys = [g if g is not None else _zeros_like_output(function, i) for i, g in enumerate(gys)]
+            gxs = function.backward(*gys)
+            if not isinstance(gxs, (tuple, list)):
+                gxs = (gxs,)
+            for x, gx in zip(function.inputs, gxs):
+                if gx is None or not x.requires_grad:
+                    continue
+                grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
+                keep[id(x)] = x
+    for key, g in grads.items():
+        tensor = keep[key]
+        if key in wanted_ids or (want_leaves and tensor.creator is None and tensor.requires_grad):
+            if not create_graph:
+                g = Tensor(g.data)  # a plain leaf: no history kept
+            result[tensor] = g
+    return result
+
+
+def _zeros_like_output(function, i):
+    y = function.output(i)
+    return Tensor(get_array_module(y.data).zeros_like(y.data))
+
+
+def grad(outputs, inputs, grad_outputs=None, create_graph=False, allow_unused=False):
+    """Gradients of `outputs` with respect to `inputs`, like `torch.autograd.grad`.
+
+    Returns a tuple with one Tensor per input; `.grad` fields are left untouched. With
+    create_graph=True the returned gradients are themselves differentiable (gradient penalties).
+    """
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outputs)
+    elif isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs]
+    filled = []
+    for y, g in zip(outputs, grad_outputs):
+        if g is None:
+            if y.size != 1:
+                raise RuntimeError(f"grad_outputs is needed for an output of shape {y.shape}")
+            g = Tensor(get_array_module(y.data).ones_like(y.data))
+        filled.append(g)
+    for x in inputs:
+        if not x.requires_grad:
+            raise RuntimeError("nn.grad: an input does not require grad; create it with "
+                               "requires_grad=True")
+    found = _run_backward(outputs, filled, create_graph, wanted=inputs)
+    result = []
+    for i, x in enumerate(inputs):
+        if x in found:
+            result.append(found[x])
+        elif allow_unused:
+            result.append(None)
+        else:
+            raise RuntimeError(f"nn.grad: input {i} was not used to compute the outputs "
+                               "(pass allow_unused=True to get None for it)")
+    return tuple(result)
+
+
+from . import ops  # noqa: E402  (ops.py needs Tensor and Function, defined above)
