@@ -83,7 +83,9 @@ class Add(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        return sum_to(gy, a.shape), sum_to(gy, b.shape)
+        need_a, need_b = self.needs_input_grad
+        return (sum_to(gy, a.shape) if need_a else None,
+                sum_to(gy, b.shape) if need_b else None)
 
 
 class Sub(Function):
@@ -92,7 +94,9 @@ class Sub(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        return sum_to(gy, a.shape), sum_to(-gy, b.shape)
+        need_a, need_b = self.needs_input_grad
+        return (sum_to(gy, a.shape) if need_a else None,
+                sum_to(-gy, b.shape) if need_b else None)
 
 
 class Mul(Function):
@@ -101,7 +105,9 @@ class Mul(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        return sum_to(gy * b, a.shape), sum_to(gy * a, b.shape)
+        need_a, need_b = self.needs_input_grad
+        return (sum_to(gy * b, a.shape) if need_a else None,
+                sum_to(gy * a, b.shape) if need_b else None)
 
 
 class Div(Function):
@@ -111,7 +117,9 @@ class Div(Function):
     def backward(self, gy):
         a, b = self.inputs
         ga = gy / b
-        return sum_to(ga, a.shape), sum_to(-ga * a / b, b.shape)
+        need_a, need_b = self.needs_input_grad
+        return (sum_to(ga, a.shape) if need_a else None,
+                sum_to(-ga * a / b, b.shape) if need_b else None)
 
 
 class Neg(Function):
@@ -145,7 +153,9 @@ class MatMul(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        return gy @ b.T, a.T @ gy
+        need_a, need_b = self.needs_input_grad
+        return (gy @ b.T if need_a else None,
+                a.T @ gy if need_b else None)
 
 
 def add(a, b): return Add()(*_pair(a, b))

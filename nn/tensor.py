@@ -181,6 +181,8 @@ class Function:
 
     Inside `backward`, `self.inputs` are the input Tensors and `self.output(i)` the i-th output
     Tensor, so backward formulas are written with differentiable Tensor operations.
+    `self.needs_input_grad[i]` tells whether input i wants a gradient at all; backward may
+    return None for the others and skip that work (e.g. no gradient for a constant mask).
     """
 
     def __call__(self, *inputs):
@@ -191,6 +193,7 @@ class Function:
         outputs = [Tensor(y) for y in ((outputs,) if single else outputs)]
         if _grad_enabled and any(x.requires_grad for x in inputs):
             self.inputs = inputs
+            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
             self._outputs = [weakref.ref(y) for y in outputs]  # weak: no reference cycles
             for y in outputs:
                 y.requires_grad = True
