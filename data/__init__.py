@@ -1,0 +1,17 @@
+"""From image files to batches: the bundled default set, OASIS/ADNI/any-folder loaders, batching.
+
+    import data
+    ds = data.load_images(path=None, image_size=64, split="train")   # ImageSet, uint8 (N, 64, 64)
+    loader = data.BatchLoader(ds.images, batch_size=32, seed=0)
+    for batch in loader.epoch(0):                                    # float32 (32, 1, 64, 64)
+        ...
+
+See data/README.md for the layouts, the bundled set's provenance, augmentation and caching.
+"""
+
+from .batching import BatchLoader
+from .layouts import DataError
+from .loading import ImageSet, load_images
+from .transforms import to_float, to_uint8
+
+__all__ = ["BatchLoader", "DataError", "ImageSet", "load_images", "to_float", "to_uint8"]

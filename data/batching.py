@@ -1,0 +1,81 @@
+"""Seeded, resumable mini-batches: uint8 images in memory -> float32 batches on the chosen device."""
+
+import numpy as np
+
+from .augment import augment
+from .layouts import DataError
+from .transforms import check_value_range, to_float
+
+DEVICES = ("cpu", "gpu")
+
+
+def import_cupy():
+    """Import CuPy for device="gpu", or fail with a message that says how to get it."""
+    try:
+        import cupy
+    except ImportError as error:
+        raise RuntimeError(
+            'device="gpu" needs CuPy, which is not installed; install the build that matches your '
+            "CUDA version, e.g. `pip install cupy-cuda12x`, or use device=\"cpu\"") from error
+    return cupy
+
+
+class BatchLoader:
+    """Shuffled (and by default augmented) float32 batches of shape (B, 1, S, S).
+
+    Everything random in epoch e (the shuffle order and each batch's augmentation) is drawn from
+    generators seeded with (seed, e) and (seed, e, batch index) only, so a run resumed at
+    `epoch(e, start_batch=k)` sees exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, images, batch_size=32, seed=0, device="cpu", augment=True,
+                 value_range=(-1, 1), drop_last=True):
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 3:
+            raise DataError(f"BatchLoader wants uint8 images of shape (N, S, S), "
+                            f"got {images.dtype} {images.shape}")
+        if int(batch_size) < 1:
+            raise DataError(f"batch_size must be at least 1, got {batch_size}")
+        if drop_last and batch_size > len(images):
+            raise DataError(f"batch_size {batch_size} is larger than the {len(images)} images and "
+                            "drop_last=True would leave no batch; use a smaller batch size")
+        if int(seed) < 0:
+            raise DataError(f"seed must be a non-negative integer, got {seed}")
+        if device not in DEVICES:
+            raise DataError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        self.images = images
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.device = device
+        self.augment = augment
+        self.value_range = check_value_range(value_range)
+        self.drop_last = drop_last
+        self.cupy = import_cupy() if device == "gpu" else None
+
+    def __len__(self):
+        """Batches per epoch."""
+        full, rest = divmod(len(self.images), self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def order(self, epoch):
+        """The shuffled image indices of `epoch`."""
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
+
+    def batch(self, epoch, index, order=None):
+        """Batch number `index` of `epoch` (computes the epoch's order unless it is given)."""
+        order = self.order(epoch) if order is None else order
+        chosen = self.images[order[index * self.batch_size:(index + 1) * self.batch_size]]
+        if self.augment:
+            pixels = augment(chosen, np.random.default_rng([self.seed, epoch, index]))
+        else:
+            pixels = chosen
+        batch = to_float(pixels, self.value_range)[:, None, :, :]
+        return self.cupy.asarray(batch) if self.cupy is not None else batch
+
+    def epoch(self, epoch, start_batch=0):
+        """Yield the batches of `epoch`, from batch number `start_batch` on."""
+        if not 0 <= start_batch <= len(self):
+            raise DataError(f"start_batch must be in 0..{len(self)}, got {start_batch}")
+        order = self.order(epoch)
+        for index in range(start_batch, len(self)):
+            yield self.batch(epoch, index, order)
