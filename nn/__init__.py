@@ -1,4 +1,22 @@
-"""nn: a small reverse-mode autograd and layer library on NumPy (CPU) or CuPy (GPU)."""
+"""nn: a small reverse-mode autograd and layer library on NumPy (CPU) or CuPy (GPU).
+
+    import nn
+    import nn.functional as F
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    optimizer = nn.optim.Adam(model.parameters(), lr=1e-3)
+    nn.save(model.state_dict(), "model.npz"); model.load_state_dict(nn.load("model.npz"))
+
+`nn.manual_seed(seed)` seeds weight initialisation and Dropout.
+"""
+from . import backend
 from .backend import DeviceError, gpu_available
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .tensor import Function, Tensor, grad, is_grad_enabled, no_grad, set_grad_enabled
+from . import functional
+from . import init
+from .init import manual_seed
+from .modules import (AdaIN, BatchNorm2d, ConvTranspose2d, Conv2d, Dropout, Flatten, Identity,
+                      IncompatibleKeys, InstanceNorm2d, LeakyReLU, Linear, MaskedConv2d, Module,
+                      ModuleList, Parameter, ReLU, Sequential, Sigmoid, StateDictError, Tanh)
+from . import optim
+from .serialization import CheckpointError, load, save
