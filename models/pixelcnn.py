@@ -1,0 +1,152 @@
+"""Gated PixelCNN: an autoregressive prior over VQ-VAE code maps.
+
+van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves & Kavukcuoglu, "Conditional Image Generation
+with PixelCNN Decoders", NeurIPS 2016 (the gated PixelCNN, Sec. 2.1-2.2, Fig. 2).
+
+A code map c (h, w) with values in 0..K-1 is modelled in raster order,
+
+    p(c) = prod_{i, j} p(c[i, j] | c[i', j'] for all (i', j') before (i, j)),
+
+so the logits at (i, j) may depend only on rows above and on the same row to the left. A plain
+stack of masked 3x3 convolutions has a blind spot (part of the region above-right is never seen).
+The gated PixelCNN avoids it with two stacks:
+
+  vertical stack v:   a (k//2 + 1) x k convolution over rows i - k//2 .. i (all columns j +- k//2).
+                      v at row i has seen rows <= i, so it is SHIFTED DOWN ONE ROW before it is
+                      added to the horizontal stack (which must not see row i to the right).
+  horizontal stack h: a 1 x (k//2 + 1) convolution over columns j - k//2 .. j of the same row,
+                      plus a 1x1 convolution of the down-shifted vertical features.
+  the first layer:    the horizontal convolution covers columns j - k//2 .. j - 1 only, so it
+                      never sees the code it predicts (the "mask A" of PixelCNN); all later
+                      layers may include column j (their input at (i, j) is already causal:
+                      "mask B").
+
+Each stack is gated: y = tanh(a) * sigmoid(b), a and b the two halves of the convolution output.
+The horizontal stack ends with a 1x1 convolution and a residual connection (except in the first
+layer). Causality is enforced by padding only at the top and left and cropping, instead of masks.
+A head (ReLU, 1x1, ReLU, 1x1) maps h to K logits per position; training minimises the cross
+entropy against the code map itself.
+"""
+import math
+
+import numpy as np
+
+import nn
+import nn.functional as F
+
+
+def gate(x):
+    """tanh(a) * sigmoid(b) for x = [a, b] stacked along the channels (paper eq. 2)."""
+    half = x.shape[1] // 2
+    return F.tanh(x[:, :half]) * F.sigmoid(x[:, half:])
+
+
+def shift_down(x):
+    """Move a (N, C, H, W) map down one row: row i receives row i - 1, row 0 is zero."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
+
+
+class GatedLayer(nn.Module):
+    """One layer of the two stacks (paper Fig. 2). `first=True` makes it the mask-A layer."""
+
+    def __init__(self, channels, kernel, first=False):
+        super().__init__()
+        self.first, self.half = first, kernel // 2
+        width = self.half if first else self.half + 1   # first layer: strictly left of j
+        self.vertical = nn.Conv2d(channels, 2 * channels, (self.half + 1, kernel))
+        self.vertical_to_horizontal = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.horizontal = nn.Conv2d(channels, 2 * channels, (1, width))
+        self.horizontal_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, v, h):
+        height, width = v.shape[2:]
+        k = self.half
+        # rows i-k .. i, columns j-k .. j+k: pad k rows on top and k columns on each side
+        v_pre = self.vertical(F.pad(v, (k, k, k, 0)))
+        # columns j-k .. j (first layer: j-k .. j-1, by padding k on the left and cropping)
+        h_pre = self.horizontal(F.pad(h, (k, 0, 0, 0)))[:, :, :, :width]
+        h_pre = h_pre + self.vertical_to_horizontal(shift_down(v_pre))
+        h_out = self.horizontal_out(gate(h_pre))
+        if not self.first:
+            h_out = h_out + h
+        return gate(v_pre), h_out
+
+
+class GatedPixelCNN(nn.Module):
+    """Codes (N, h, w) in 0..K-1 -> logits (N, K, h, w) for the same positions.
+
+    num_codes: K; channels: width of both stacks; n_layers: gated layers (the first uses a
+    kernel of `first_kernel`, the others `kernel`).
+    """
+
+    def __init__(self, num_codes=128, channels=64, n_layers=8, kernel=3, first_kernel=7):
+        super().__init__()
+        self.num_codes = num_codes
+        self.embedding = nn.Parameter(np.zeros((num_codes, channels), np.float32))
+        nn.init.normal_(self.embedding)
+        layers = [GatedLayer(channels, first_kernel, first=True)]
+        layers += [GatedLayer(channels, kernel) for _ in range(n_layers - 1)]
+        self.layers = nn.ModuleList(layers)
+        self.head_hidden = nn.Conv2d(channels, channels, 1)
+        self.head_out = nn.Conv2d(channels, num_codes, 1)
+
+    def embed(self, codes):
+        """Integer map (N, h, w) -> (N, C, h, w) learned code vectors, as one_hot @ embedding."""
+        xp = nn.backend.get_array_module(self.embedding.data)
+        codes = xp.asarray(codes)
+        one_hot = xp.eye(self.num_codes, dtype=self.embedding.dtype)[codes.reshape(-1)]
+        vectors = nn.Tensor(one_hot) @ self.embedding                 # (N*h*w, C)
+        return vectors.reshape(*codes.shape, -1).transpose(0, 3, 1, 2)
+
+    def forward(self, codes):
+        x = self.embed(codes)
+        v, h = x, x
+        for layer in self.layers:
+            v, h = layer(v, h)
+        return self.head_out(F.relu(self.head_hidden(F.relu(h))))
+
+    def loss(self, codes):
+        """Mean cross entropy (nats per code) of the model's predictions for `codes`."""
+        xp = nn.backend.get_array_module(self.embedding.data)
+        return F.cross_entropy(self(codes), xp.asarray(codes))
+
+    def sample(self, n, shape, temperature=1.0, seed=0):
+        """n code maps of `shape` (h, w), one position at a time in raster order.
+
+        Logits are divided by `temperature` (< 1: more likely codes, less variety). Because the
+        network never looks down, position (i, j) only needs rows 0..i: each pass runs on the
+        top i + 1 rows (half the work on average). Returns an int64 NumPy array (n, h, w),
+        the same for the same seed.
+        """
+        rng = np.random.default_rng(seed)
+        xp = nn.backend.get_array_module(self.embedding.data)
+        height, width = shape
+        codes = np.zeros((n, height, width), dtype=np.int64)
+        was_training = self.training
+        self.eval()
+        with nn.no_grad():
+            for i in range(height):
+                for j in range(width):
+                    logits = self(xp.asarray(codes[:, :i + 1])).data[:, :, i, j]
+                    probs = softmax(nn.backend.to_numpy(logits).astype(np.float64) / temperature)
+                    codes[:, i, j] = draw(probs, rng)
+        self.train(was_training)
+        return codes
+
+
+def softmax(logits):
+    """Row-wise softmax of a (N, K) array, computed stably."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def draw(probs, rng):
+    """One index per row of (N, K) probabilities, by inverting the cumulative sum."""
+    cumulative = probs.cumsum(axis=1)
+    u = rng.random((len(probs), 1)) * cumulative[:, -1:]
+    return np.minimum((cumulative < u).sum(axis=1), probs.shape[1] - 1)
+
+
+def bits_per_code(nats):
+    """Negative log-likelihood in bits: nats / ln 2."""
+    return nats / math.log(2)

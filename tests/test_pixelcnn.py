@@ -1,0 +1,104 @@
+"""Gated PixelCNN: causality (no look-ahead, no blind spot), sampling, the row-cropping shortcut."""
+import numpy as np
+
+import nn
+from models.pixelcnn import GatedPixelCNN, bits_per_code, draw
+
+K, SIDE = 5, 6
+
+
+def small_model(device, dtype=np.float64):
+    """First layer 7x7-equivalent, then 3x3: after 3 layers every earlier position of a 6x6 map
+    is inside the receptive field."""
+    nn.manual_seed(0)
+    return GatedPixelCNN(num_codes=K, channels=6, n_layers=3, kernel=3, first_kernel=7).to(
+        device, dtype)
+
+
+def logits_of(model, codes, device):
+    with nn.no_grad():
+        return model(nn.backend.to_device(codes, device)).numpy()   # (N, K, h, w)
+
+
+def dependence(model, device):
+    """depends[p, q] = True when the logits at position q change if the code at p changes
+    (positions numbered in raster order)."""
+    base = np.random.default_rng(1).integers(0, K, (1, SIDE, SIDE))
+    reference = logits_of(model, base, device)
+    n = SIDE * SIDE
+    depends = np.zeros((n, n), dtype=bool)
+    for p in range(n):
+        changed = base.copy()
+        changed[0, p // SIDE, p % SIDE] = (changed[0, p // SIDE, p % SIDE] + 1) % K
+        difference = np.abs(logits_of(model, changed, device) - reference).max(axis=1)[0]
+        depends[p] = difference.reshape(-1) > 1e-9
+    return depends
+
+
+def test_causal_no_look_ahead_and_no_blind_spot(device):
+    depends = dependence(small_model(device), device)
+    n = SIDE * SIDE
+    for p in range(n):
+        for q in range(n):
+            if p >= q:   # the code at p comes at or after q: q's logits must ignore it
+                assert not depends[p, q], f"logits at {divmod(q, SIDE)} see {divmod(p, SIDE)}"
+            else:        # every earlier code must be seen: no blind spot
+                assert depends[p, q], f"logits at {divmod(q, SIDE)} miss {divmod(p, SIDE)}"
+
+
+def test_sees_above_right_the_plain_masked_blind_spot(device):
+    """(i-1, j+2) is the classic blind spot of stacked 3x3 mask-B convolutions."""
+    depends = dependence(small_model(device), device)
+    i, j = 3, 1
+    assert depends[(i - 1) * SIDE + j + 2, i * SIDE + j]
+    assert depends[(i - 1) * SIDE + SIDE - 1, i * SIDE]   # far above-right
+
+
+def test_top_rows_give_the_same_logits_as_the_whole_map(device):
+    """Sampling runs the network on rows 0..i only; that must not change row i's logits."""
+    model = small_model(device)
+    codes = np.random.default_rng(2).integers(0, K, (2, SIDE, SIDE))
+    full = logits_of(model, codes, device)
+    for i in range(SIDE):
+        top = logits_of(model, codes[:, :i + 1], device)
+        np.testing.assert_allclose(top[:, :, i], full[:, :, i], rtol=1e-10, atol=1e-12)
+
+
+def test_sampling_valid_and_deterministic(device):
+    model = small_model(device, np.float32)
+    a = model.sample(4, (3, 4), temperature=1.0, seed=7)
+    b = model.sample(4, (3, 4), temperature=1.0, seed=7)
+    c = model.sample(4, (3, 4), temperature=1.0, seed=8)
+    assert a.shape == (4, 3, 4) and a.dtype.kind == "i"
+    assert a.min() >= 0 and a.max() < K
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert model.training   # sampling puts the model back in the mode it found
+
+
+def test_low_temperature_sampling_is_greedy(device):
+    model = small_model(device)
+    codes = model.sample(2, (2, 3), temperature=1e-6, seed=0)
+    logits = logits_of(model, codes, device)
+    np.testing.assert_array_equal(codes, logits.argmax(axis=1))
+
+
+def test_draw_follows_the_probabilities():
+    probs = np.tile([[0.1, 0.0, 0.6, 0.3]], (20000, 1))
+    picked = draw(probs, np.random.default_rng(0))
+    np.testing.assert_allclose(np.bincount(picked, minlength=4) / 20000, probs[0], atol=0.015)
+
+
+def test_loss_in_bits_and_learning(device):
+    """Cross entropy starts near log K and a few Adam steps fit one fixed map."""
+    model = small_model(device, np.float32)
+    codes = nn.backend.to_device(np.random.default_rng(3).integers(0, K, (2, SIDE, SIDE)), device)
+    optimizer = nn.optim.Adam(model.parameters(), lr=1e-2)
+    first = model.loss(codes).item()
+    assert abs(bits_per_code(first) - np.log2(K)) < 1.5
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = model.loss(codes)
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.8 * first
