@@ -361,3 +361,86 @@ class Sqrt(Function):
 def exp(x): return Exp()(x)
 def log(x): return Log()(x)
 def sqrt(x): return Sqrt()(x)
+
+
+# ---- selecting and joining (used by nn.functional) -----------------------------------------------
+
+class Where(Function):
+    """y = a where `condition` is true, else b (a constant boolean mask; broadcasting allowed).
+
+    The gradient goes to a where the condition holds and to b elsewhere, summed back to each
+    input's shape: ga = where(condition, gy, 0), gb = where(condition, 0, gy).
+    """
+
+    def __init__(self, condition):
+        self.condition = condition
+
+    def forward(self, a, b):
+        return get_array_module(a).where(self.condition, a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        need_a, need_b = self.needs_input_grad
+        zero = as_tensor(0.0, gy)
+        ga = sum_to(where(self.condition, gy, zero), a.shape) if need_a else None
+        gb = sum_to(where(self.condition, zero, gy), b.shape) if need_b else None
+        return ga, gb
+
+
+def where(condition, a, b):
+    """Element-wise choice between a and b; `condition` is a boolean array (not differentiated)."""
+    if isinstance(condition, Tensor):
+        condition = condition.data
+    a, b = _pair(a, b)
+    return Where(condition)(a, b)
+
+
+class Concat(Function):
+    """y = the inputs joined along `axis`; each input's gradient is its slice of gy."""
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, *xs):
+        return get_array_module(xs[0]).concatenate(xs, axis=self.axis)
+
+    def backward(self, gy):
+        grads, start = [], 0
+        for x in self.inputs:
+            index = [slice(None)] * gy.ndim
+            index[self.axis] = slice(start, start + x.shape[self.axis])
+            grads.append(getitem(gy, tuple(index)))
+            start += x.shape[self.axis]
+        return tuple(grads)
+
+
+def concat(tensors, axis=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concat needs at least one tensor")
+    axis = int(axis) % tensors[0].ndim
+    return Concat(axis)(*tensors)
+
+
+class Pad(Function):
+    """y = x surrounded by a border of constant `value`; widths[i] = (before, after) for axis i.
+
+    The gradient is the centre of gy (the border is a constant): gx = gy[widths cropped off].
+    """
+
+    def __init__(self, widths, value):
+        self.widths, self.value = widths, value
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        shape = tuple(n + before + after for n, (before, after) in zip(x.shape, self.widths))
+        y = xp.full(shape, self.value, dtype=x.dtype)
+        y[self._centre(x.shape)] = x
+        return y
+
+    def backward(self, gy):
+        x, = self.inputs
+        return getitem(gy, self._centre(x.shape))
+
+    def _centre(self, x_shape):
+        return tuple(slice(before, before + n) for n, (before, _) in zip(x_shape, self.widths))

@@ -1,0 +1,591 @@
+"""nn.functional (imported as F): the layer-level operations, with PyTorch's names and defaults.
+
+Most ops are compositions of the primitives in ops.py, so their gradients (and second
+gradients, for gradient penalties) come for free. A few get a Function of their own because
+that is much faster or numerically safer; their `backward` is still written with Tensor
+operations, so it can be differentiated again.
+
+Layout is NCHW. Reading order: linear, activations, normalisation, dropout, resampling,
+joining and padding, losses, then the StyleGAN helpers (pixel norm, minibatch stddev).
+"""
+import numpy as np
+
+from . import ops
+from .backend import device_of, get_array_module
+from .conv import conv2d, conv_transpose2d  # noqa: F401  (re-exported: F.conv2d, F.conv_transpose2d)
+from .ops import broadcast_to, exp, log, sqrt, where  # noqa: F401  (re-exported)
+from .tensor import Function, Tensor, is_grad_enabled
+
+# ---- linear ------------------------------------------------------------------------------------
+
+
+def linear(x, weight, bias=None):
+    """y = x W^T + b, with weight W of shape (out, in), bias b of shape (out,) and x (..., in)."""
+    out_features, in_features = weight.shape
+    if x.shape[-1] != in_features:
+        raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the "
+                         f"weight {weight.shape} expects {in_features}")
+    lead_shape = x.shape[:-1]
+    y = x.reshape(-1, in_features) @ weight.T
+    if bias is not None:
+        if bias.shape != (out_features,):
+            raise ValueError(f"linear: bias shape {bias.shape} should be ({out_features},)")
+        y = y + bias
+    return y.reshape(lead_shape + (out_features,))
+
+
+# ---- activations -------------------------------------------------------------------------------
+
+class _ScaleBy(Function):
+    """y = x * factor, for a constant array `factor` (a mask): dy/dx = factor.
+
+    The backward is the same operation, so it can be differentiated again; the second
+    derivative with respect to x is 0 (the factor does not depend on x).
+    """
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+    def backward(self, gy):
+        return _ScaleBy(self.factor)(gy)
+
+
+class _ReLU(Function):
+    """y = max(x, 0); dy/dx = 1 where x > 0, else 0."""
+
+    def forward(self, x):
+        return get_array_module(x).maximum(x, 0)
+
+    def backward(self, gy):
+        x, = self.inputs
+        return _ScaleBy((x.data > 0).astype(x.dtype))(gy)
+
+
+class _LeakyReLU(Function):
+    """y = x where x > 0, else negative_slope * x; dy/dx is 1 or negative_slope (the factor)."""
+
+    def __init__(self, negative_slope):
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        # factor = 1 where x > 0, else slope, as mask * (1 - slope) + slope: cheaper than
+        # xp.where, which branches per element and runs ~20x slower on random signs.
+        self.factor = (x > 0).astype(x.dtype)
+        self.factor *= 1.0 - self.negative_slope
+        self.factor += self.negative_slope
+        return x * self.factor
+
+    def backward(self, gy):
+        return _ScaleBy(self.factor)(gy)
+
+
+class _Tanh(Function):
+    """y = tanh(x); dy/dx = 1 - y^2 (written with the output Tensor, so it is differentiable)."""
+
+    def forward(self, x):
+        return get_array_module(x).tanh(x)
+
+    def backward(self, gy):
+        y = self.output()
+        return gy * (1.0 - y * y)
+
+
+class _Sigmoid(Function):
+    """y = 1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2 so it never overflows;
+    dy/dx = y (1 - y)."""
+
+    def forward(self, x):
+        y = get_array_module(x).tanh(x * 0.5)
+        y *= 0.5
+        y += 0.5
+        return y
+
+    def backward(self, gy):
+        y = self.output()
+        return gy * y * (1.0 - y)
+
+
+class _Softplus(Function):
+    """y = log(1 + exp(beta x)) / beta, computed as (max(z, 0) + log1p(exp(-|z|))) / beta with
+    z = beta x (never overflows); dy/dx = sigmoid(beta x)."""
+
+    def __init__(self, beta):
+        self.beta = beta
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        z = x * self.beta if self.beta != 1 else x
+        y = xp.log1p(xp.exp(-xp.abs(z)))
+        y += xp.maximum(z, 0)
+        if self.beta != 1:
+            y *= 1.0 / self.beta
+        return y
+
+    def backward(self, gy):
+        x, = self.inputs
+        z = x * self.beta if self.beta != 1 else x
+        return gy * sigmoid(z)
+
+
+def relu(x):
+    """y = max(x, 0)."""
+    return _ReLU()(x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """y = x for x > 0, negative_slope * x otherwise."""
+    return _LeakyReLU(negative_slope)(x)
+
+
+def tanh(x):
+    """y = tanh(x) = (e^x - e^-x) / (e^x + e^-x)."""
+    return _Tanh()(x)
+
+
+def sigmoid(x):
+    """y = 1 / (1 + e^-x)."""
+    return _Sigmoid()(x)
+
+
+def softplus(x, beta=1):
+    """y = log(1 + e^(beta x)) / beta, a smooth ReLU (stable for large |x|)."""
+    return _Softplus(beta)(x)
+
+
+# ---- normalisation -----------------------------------------------------------------------------
+
+class _Standardize(Function):
+    """x_hat = (x - mean) / sqrt(var + eps), mean and biased variance over `axes` (per slice).
+
+    One fused pass instead of ~10 small ops: batch norm is on the DCGAN's hot path. The batch
+    statistics stay available as `.mean` and `.var` (raw arrays) for running averages.
+
+    Backward, with M the number of values per slice and averages over `axes`:
+        gx = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(var + eps)
+    For a plain backward the saved x_hat and 1/std are used. When the backward itself is
+    being recorded (create_graph=True), x_hat and 1/std are rebuilt from x with primitive
+    ops, so that the formula above is differentiable with respect to x as well.
+    """
+
+    def __init__(self, axes, eps):
+        self.axes, self.eps = axes, eps
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.mean = x.mean(axis=self.axes, keepdims=True)
+        x_hat = x - self.mean
+        self.var = xp.square(x_hat).mean(axis=self.axes, keepdims=True)
+        self.inv_std = 1.0 / xp.sqrt(self.var + self.eps)
+        x_hat *= self.inv_std
+        return x_hat
+
+    def backward(self, g):
+        x, = self.inputs
+        if is_grad_enabled():  # create_graph=True: keep the dependence on x
+            x_hat, inv_std = _standardize_composed(x, self.axes, self.eps)
+        else:
+            x_hat, inv_std = self.output(), Tensor(self.inv_std)
+        mean_g = g.mean(axis=self.axes, keepdims=True)
+        mean_g_x_hat = (g * x_hat).mean(axis=self.axes, keepdims=True)
+        return (g - mean_g - x_hat * mean_g_x_hat) * inv_std
+
+
+def _standardize_composed(x, axes, eps):
+    """x_hat and 1/sqrt(var + eps) as compositions of primitives (differentiable twice)."""
+    centred = x - x.mean(axis=axes, keepdims=True)
+    inv_std = (centred * centred).mean(axis=axes, keepdims=True) + eps
+    inv_std = inv_std ** -0.5
+    return centred * inv_std, inv_std
+
+
+def _per_channel(value, x, name):
+    """A (C,) tensor reshaped to broadcast over x's channel axis: (1, C) or (1, C, 1, 1)."""
+    channels = x.shape[1]
+    if value.shape != (channels,):
+        raise ValueError(f"{name} has shape {value.shape}, expected ({channels},) for an input "
+                         f"of shape {x.shape}")
+    return value.reshape((1, channels) + (1,) * (x.ndim - 2))
+
+
+def _raw_array(value):
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _update_running_stat(running, batch_value, momentum, x):
+    """running <- (1 - momentum) * running + momentum * batch_value, in place, no gradient."""
+    array = _raw_array(running)
+    if device_of(array) != x.device:
+        raise ValueError(f"batch_norm: running statistics are on {device_of(array)} but the input "
+                         f"is on {x.device}; move the module with .to()")
+    if array.shape != (x.shape[1],):
+        raise ValueError(f"batch_norm: running statistic of shape {array.shape}, expected "
+                         f"({x.shape[1]},)")
+    array *= 1.0 - momentum
+    array += momentum * batch_value.reshape(array.shape)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch normalisation over (N,) or (N, H, W) for inputs (N, C) or (N, C, H, W):
+
+        y = weight * (x - mean) / sqrt(var + eps) + bias      (per channel)
+
+    training=True: mean and the biased variance of this batch normalise x; the running
+    statistics (Tensors or arrays of shape (C,), may be None) are updated in place with
+    running = (1 - momentum) * running + momentum * batch statistic, using the UNBIASED
+    variance for running_var (as PyTorch does).
+    training=False: the running statistics normalise x.
+    """
+    if x.ndim not in (2, 4):
+        raise ValueError(f"batch_norm expects (N, C) or (N, C, H, W) input, got shape {x.shape}")
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    if training:
+        x_hat = _batch_norm_training(x, running_mean, running_var, axes, momentum, eps)
+    else:
+        x_hat = _batch_norm_eval(x, running_mean, running_var, eps)
+    if weight is not None:
+        x_hat = x_hat * _per_channel(weight, x, "batch_norm weight")
+    if bias is not None:
+        x_hat = x_hat + _per_channel(bias, x, "batch_norm bias")
+    return x_hat
+
+
+def _batch_norm_training(x, running_mean, running_var, axes, momentum, eps):
+    count = x.size // x.shape[1]
+    if count < 2:
+        raise ValueError(f"batch_norm in training needs more than 1 value per channel, got "
+                         f"input shape {x.shape}")
+    standardize = _Standardize(axes, eps)
+    x_hat = standardize(x)
+    if running_mean is not None:
+        _update_running_stat(running_mean, standardize.mean, momentum, x)
+    if running_var is not None:
+        unbiased_var = standardize.var * (count / (count - 1))
+        _update_running_stat(running_var, unbiased_var, momentum, x)
+    return x_hat
+
+
+def _batch_norm_eval(x, running_mean, running_var, eps):
+    if running_mean is None or running_var is None:
+        raise ValueError("batch_norm with training=False needs running_mean and running_var")
+    xp = get_array_module(x.data)
+    mean = _raw_array(running_mean).astype(x.dtype, copy=False)
+    inv_std = 1.0 / xp.sqrt(_raw_array(running_var).astype(x.dtype, copy=False) + eps)
+    mean = _per_channel(Tensor(mean), x, "running_mean")
+    inv_std = _per_channel(Tensor(inv_std), x, "running_var")
+    return (x - mean) * inv_std
+
+
+def instance_norm(x, weight=None, bias=None, eps=1e-5):
+    """Instance normalisation of (N, C, H, W): each sample and channel separately,
+
+        y = weight * (x - mean_hw) / sqrt(var_hw + eps) + bias
+
+    with the mean and biased variance over H and W; weight and bias (C,) are optional.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"instance_norm expects (N, C, H, W) input, got shape {x.shape}")
+    if x.shape[2] * x.shape[3] < 2:
+        raise ValueError(f"instance_norm needs more than 1 pixel per channel, got {x.shape}")
+    y = _Standardize((2, 3), eps)(x)
+    if weight is not None:
+        y = y * _per_channel(weight, x, "instance_norm weight")
+    if bias is not None:
+        y = y + _per_channel(bias, x, "instance_norm bias")
+    return y
+
+
+def adain(x, scale, bias, eps=1e-5):
+    """Adaptive instance normalisation (StyleGAN): a per-sample style for each channel,
+
+        y = scale[:, :, None, None] * (x - mean_hw) / sqrt(var_hw + eps) + bias[:, :, None, None]
+
+    x (N, C, H, W); scale and bias (N, C); mean and biased variance over H and W.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"adain expects (N, C, H, W) input, got shape {x.shape}")
+    n, c = x.shape[:2]
+    for name, value in (("scale", scale), ("bias", bias)):
+        if value.shape != (n, c):
+            raise ValueError(f"adain: {name} has shape {value.shape}, expected ({n}, {c}) for "
+                             f"an input of shape {x.shape}")
+    y = _Standardize((2, 3), eps)(x)
+    return y * scale.reshape(n, c, 1, 1) + bias.reshape(n, c, 1, 1)
+
+
+# ---- dropout -----------------------------------------------------------------------------------
+
+_default_generators = {}  # one unseeded generator per array module, made on first use
+
+
+def _generator_for(xp, rng):
+    """A random generator that draws on x's device: `rng` itself, a new one seeded with the
+    int `rng`, or (rng=None) a module-wide unseeded one."""
+    if rng is None:
+        if xp.__name__ not in _default_generators:
+            _default_generators[xp.__name__] = xp.random.default_rng()
+        return _default_generators[xp.__name__]
+    if isinstance(rng, (int, np.integer)):
+        return xp.random.default_rng(int(rng))
+    if xp is not np and isinstance(rng, np.random.Generator):
+        raise ValueError("dropout: a NumPy generator cannot draw the mask for a GPU tensor; pass "
+                         "an int seed or a cupy.random.Generator")
+    return rng
+
+
+def dropout(x, p=0.5, training=True, rng=None):
+    """Inverted dropout: y = x * mask / (1 - p), mask[i] = 0 with probability p, else 1.
+
+    In eval (training=False) or with p = 0 it returns x unchanged. `rng` picks the random
+    source: an int seed (the same seed gives the same mask: reproducible, as in tests), a
+    numpy/cupy Generator matching x's device, or None for a module-wide unseeded generator.
+    """
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    xp = get_array_module(x.data)
+    uniform = _generator_for(xp, rng).random(x.shape, dtype=x.dtype)
+    mask = (uniform >= p).astype(x.dtype)
+    mask *= 1.0 / (1.0 - p)
+    return _ScaleBy(mask)(x)
+
+
+# ---- resampling --------------------------------------------------------------------------------
+
+def _two_ints(value, name):
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(int(v) < 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def upsample_nearest(x, scale_factor=2):
+    """Nearest-neighbour upsampling of (N, C, H, W) by an integer factor s:
+    y[n, c, i, j] = x[n, c, i // s, j // s]. Its gradient sums gy over each s x s block."""
+    if not isinstance(scale_factor, (int, np.integer)) or scale_factor < 1:
+        raise ValueError(f"upsample_nearest needs a positive integer scale_factor, got "
+                         f"{scale_factor!r}")
+    if x.ndim != 4:
+        raise ValueError(f"upsample_nearest expects (N, C, H, W) input, got shape {x.shape}")
+    n, c, h, w = x.shape
+    s = int(scale_factor)
+    blocks = broadcast_to(x.reshape(n, c, h, 1, w, 1), (n, c, h, s, w, s))
+    return blocks.reshape(n, c, h * s, w * s)
+
+
+def avg_pool2d(x, kernel_size, stride=None):
+    """Average of each kh x kw window of (N, C, H, W), windows `stride` apart (default: the
+    kernel size, i.e. non-overlapping). No padding; leftover rows/columns are dropped
+    (PyTorch's floor mode): H_out = (H - kh) // stride + 1."""
+    if x.ndim != 4:
+        raise ValueError(f"avg_pool2d expects (N, C, H, W) input, got shape {x.shape}")
+    kh, kw = _two_ints(kernel_size, "kernel_size")
+    sh, sw = (kh, kw) if stride is None else _two_ints(stride, "stride")
+    n, c, h, w = x.shape
+    if h < kh or w < kw:
+        raise ValueError(f"avg_pool2d: kernel {(kh, kw)} is larger than the input {x.shape}")
+    h_out, w_out = (h - kh) // sh + 1, (w - kw) // sw + 1
+    if (sh, sw) == (kh, kw):  # non-overlapping windows: a reshape into blocks, then a mean
+        if (h, w) != (h_out * kh, w_out * kw):
+            x = x[:, :, :h_out * kh, :w_out * kw]
+        return x.reshape(n, c, h_out, kh, w_out, kw).mean(axis=(3, 5))
+    total = 0
+    for i in range(kh):  # overlapping windows: add up one strided slice per kernel offset
+        for j in range(kw):
+            total = total + x[:, :, i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw]
+    return total * (1.0 / (kh * kw))
+
+
+# ---- joining and padding -----------------------------------------------------------------------
+
+def pad(x, padding, value=0):
+    """Constant padding in PyTorch's order: `padding` lists (before, after) pairs starting from
+    the LAST axis, e.g. (left, right) or (left, right, top, bottom) for NCHW images."""
+    padding = tuple(int(p) for p in padding)
+    if len(padding) % 2 or len(padding) > 2 * x.ndim:
+        raise ValueError(f"pad: padding {padding} must have an even length of at most "
+                         f"{2 * x.ndim} for an input of shape {x.shape}")
+    if any(p < 0 for p in padding):
+        raise ValueError(f"pad: negative padding {padding} is not supported")
+    widths = [(0, 0)] * x.ndim
+    for k in range(len(padding) // 2):
+        widths[x.ndim - 1 - k] = (padding[2 * k], padding[2 * k + 1])
+    return ops.Pad(tuple(widths), value)(x)
+
+
+def concat(tensors, axis=0):
+    """Join tensors along an existing axis (torch.cat); all other sizes must match."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concat needs at least one tensor")
+    first = tensors[0]
+    axis = int(axis) % first.ndim
+    for t in tensors[1:]:
+        others_match = t.ndim == first.ndim and all(
+            a == b for k, (a, b) in enumerate(zip(t.shape, first.shape)) if k != axis)
+        if not others_match:
+            raise ValueError(f"concat along axis {axis}: shapes {first.shape} and {t.shape} "
+                             f"differ elsewhere")
+    return ops.concat(tensors, axis)
+
+
+cat = concat
+
+
+def stack(tensors, axis=0):
+    """Join same-shaped tensors along a NEW axis (torch.stack)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack needs at least one tensor")
+    shape = tensors[0].shape
+    if any(t.shape != shape for t in tensors):
+        raise ValueError(f"stack needs tensors of one shape, got {[t.shape for t in tensors]}")
+    axis = int(axis) % (len(shape) + 1)
+    new_shape = shape[:axis] + (1,) + shape[axis:]
+    return ops.concat([t.reshape(new_shape) for t in tensors], axis)
+
+
+# ---- softmax and losses ------------------------------------------------------------------------
+
+class _LogSoftmax(Function):
+    """y = x - log(sum(exp(x))) along `axis`, computed as (x - m) - log(sum(exp(x - m))) with
+    m = max(x) so that exp never overflows; gx = gy - softmax(x) * sum(gy) with
+    softmax = exp(y) (the output Tensor, so the backward is differentiable)."""
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        y = x - x.max(axis=self.axis, keepdims=True)
+        y -= xp.log(xp.exp(y).sum(axis=self.axis, keepdims=True))
+        return y
+
+    def backward(self, gy):
+        softmax_x = exp(self.output())
+        return gy - softmax_x * gy.sum(axis=self.axis, keepdims=True)
+
+
+def log_softmax(x, axis=1):
+    """log(softmax(x)) along `axis`, stable via log-sum-exp."""
+    return _LogSoftmax(int(axis) % x.ndim)(x)
+
+
+def softmax(x, axis=1):
+    """softmax(x)_i = exp(x_i) / sum_j exp(x_j) along `axis` (= exp(log_softmax(x)))."""
+    return exp(log_softmax(x, axis))
+
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _check_loss_args(name, input, target, reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    target = ops.as_tensor(target, input)
+    if target.shape != input.shape:
+        raise ValueError(f"{name}: target shape {target.shape} differs from input shape "
+                         f"{input.shape}")
+    return target
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error: mean((input - target)^2) (or the sum, or per element with "none")."""
+    target = _check_loss_args("mse_loss", input, target, reduction)
+    difference = input - target
+    return _reduce(difference * difference, reduction)
+
+
+def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
+    """-[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))] for logits x, written stably as
+    softplus(x) - x t = max(x, 0) - x t + log1p(exp(-|x|))."""
+    target = _check_loss_args("binary_cross_entropy_with_logits", logits, target, reduction)
+    return _reduce(softplus(logits) - logits * target, reduction)
+
+
+def _class_indices(target, logits):
+    """Check `target` (integer class per position) against logits (N, C, ...); return an
+    integer array on the logits' device."""
+    target = _raw_array(target)
+    if not hasattr(target, "dtype"):
+        target = np.asarray(target)
+    if device_of(target) != logits.device:
+        raise ValueError(f"cross_entropy: target is on {device_of(target)} but logits are on "
+                         f"{logits.device}")
+    expected = (logits.shape[0],) + logits.shape[2:]
+    if target.shape != expected:
+        raise ValueError(f"cross_entropy: target shape {target.shape} should be {expected} for "
+                         f"logits of shape {logits.shape}")
+    if target.dtype.kind == "f":
+        if not bool((target == target.round()).all()):
+            raise ValueError("cross_entropy: target must hold integer class indices")
+        target = target.astype(np.int64)
+    elif target.dtype.kind not in "iu":
+        raise ValueError(f"cross_entropy: target must hold integer class indices, got "
+                         f"{target.dtype}")
+    classes = logits.shape[1]
+    if target.size and (int(target.min()) < 0 or int(target.max()) >= classes):
+        raise ValueError(f"cross_entropy: target values must lie in [0, {classes})")
+    return target
+
+
+def cross_entropy(logits, target, reduction="mean"):
+    """Softmax cross-entropy: -log softmax(logits)[target] at every position, averaged over
+    all N (x H x W) positions by default. logits (N, C) with target (N,), or (N, C, H, W)
+    with target (N, H, W); targets are integer class indices."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got "
+                         f"{reduction!r}")
+    if logits.ndim < 2:
+        raise ValueError(f"cross_entropy expects logits (N, C) or (N, C, H, W), got {logits.shape}")
+    target = _class_indices(target, logits)
+    xp = get_array_module(logits.data)
+    log_probs = log_softmax(logits, axis=1)
+    # pick log_probs[n, target[n, i, j], i, j]: one index array per axis, broadcast together
+    positions = [xp.arange(size).reshape((-1,) + (1,) * (target.ndim - 1 - k))
+                 for k, size in enumerate(target.shape)]
+    picked = log_probs[(positions[0], target) + tuple(positions[1:])]
+    return _reduce(-picked, reduction)
+
+
+# ---- StyleGAN helpers ----------------------------------------------------------------------------
+
+def pixel_norm(x, eps=1e-8):
+    """Pixel-wise feature normalisation (ProGAN/StyleGAN): each feature vector (axis 1) is
+    scaled to unit root-mean-square: y = x / sqrt(mean(x^2 over axis 1) + eps)."""
+    return x / sqrt((x * x).mean(axis=1, keepdims=True) + eps)
+
+
+def minibatch_stddev(x, group_size=4):
+    """Minibatch standard deviation (ProGAN/StyleGAN) for (N, C, H, W) input.
+
+    Samples are split into groups of G = min(group_size, N) (sample n is in group n mod N/G).
+    In each group: the standard deviation over the G samples of every feature,
+    sqrt(var + 1e-8), averaged over C, H, W into one number, which is appended to each
+    sample of the group as an extra feature map: output (N, C + 1, H, W).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"minibatch_stddev expects (N, C, H, W) input, got shape {x.shape}")
+    n, c, h, w = x.shape
+    group = min(group_size, n)
+    if n % group:
+        raise ValueError(f"minibatch_stddev: batch size {n} must be divisible by the group size "
+                         f"{group}")
+    groups = n // group
+    grouped = x.reshape(group, groups, c, h, w)
+    std = sqrt(grouped.var(axis=0) + 1e-8)  # (groups, C, H, W)
+    per_group = std.mean(axis=(1, 2, 3))  # (groups,)
+    feature = broadcast_to(per_group.reshape(1, groups, 1, 1, 1), (group, groups, 1, h, w))
+    return concat([x, feature.reshape(n, 1, h, w)], axis=1)
