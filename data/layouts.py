@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 OASIS_SPLITS = ("train", "validate", "test")
-OASIS_PREFIX = "keras_png_slices_"          # keras_png_slices_seg_* (masks) never match a split name
+OASIS_PREFIX = "keras_png_slices_"
+OASIS_MASK_PREFIX = "keras_png_slices_seg_"   # segmentation masks: never loaded as images
 ADNI_SPLITS = ("train", "test")
 ADNI_CLASSES = ("NC", "AD")                 # the label of a class is its index: NC = 0, AD = 1
 FOLDER_SPLITS = ("train", "all")            # a plain folder has no splits: both mean every image
@@ -47,10 +48,15 @@ def is_hidden(name):
     return name.startswith(".") or name == "__MACOSX"
 
 
+def is_skipped_folder(name):
+    """Hidden folders and OASIS mask folders are never searched for images."""
+    return is_hidden(name) or name.startswith(OASIS_MASK_PREFIX)
+
+
 def walk(root):
-    """os.walk in a stable order, skipping hidden folders."""
+    """os.walk in a stable order, skipping hidden folders and OASIS mask folders."""
     for folder, subfolders, filenames in os.walk(root):
-        subfolders[:] = sorted(name for name in subfolders if not is_hidden(name))
+        subfolders[:] = sorted(name for name in subfolders if not is_skipped_folder(name))
         yield folder, subfolders, filenames
 
 
@@ -93,13 +99,13 @@ def check_choice(value, valid, what, layout):
         raise DataError(f"unknown {what} {value!r} for the {layout} layout; valid: {', '.join(valid)}")
 
 
-def list_oasis(root, folders, split):
+def list_oasis(root, split_folders, split):
     check_choice(split, OASIS_SPLITS + ("all",), "split", "OASIS")
-    wanted = [s for s in OASIS_SPLITS if s in folders] if split == "all" else [split]
-    if split not in folders and split != "all":
+    wanted = [s for s in OASIS_SPLITS if s in split_folders] if split == "all" else [split]
+    if split not in split_folders and split != "all":
         raise DataError(f"no {OASIS_PREFIX}{split} folder under {root} "
-                        f"(found: {', '.join(OASIS_PREFIX + s for s in folders)})")
-    paths = [path for s in wanted for path in image_files_under(folders[s])]
+                        f"(found: {', '.join(OASIS_PREFIX + s for s in split_folders)})")
+    paths = [path for s in wanted for path in image_files_under(split_folders[s])]
     return FileListing("OASIS", root, paths,
                        description=f"OASIS keras_png_slices ({split}) under {root}")
 
@@ -130,6 +136,9 @@ def list_files(path, split="train", classes=None):
         raise DataError(f"data path {path} does not exist; {LAYOUTS_HELP}")
     if not os.path.isdir(root):
         raise DataError(f"data path {path} is not a folder; {LAYOUTS_HELP}")
+    if os.path.basename(root).startswith(OASIS_MASK_PREFIX):
+        raise DataError(f"{path} holds OASIS segmentation masks, which are never loaded as images; "
+                        f"point at the folder that holds {OASIS_PREFIX}train instead")
     folders = [folder for folder, _, _ in walk(root)]
     oasis_folders = find_oasis_splits(root, folders)
     adni_root = None if oasis_folders else find_adni_root(root, folders)

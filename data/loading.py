@@ -61,10 +61,10 @@ def report_skipped(reasons, listing, strict):
         if strict:
             raise DataError(f"cannot read image {path} ({reason}); "
                             "fix or remove it, or load without strict to skip unreadable files")
-        warnings.warn(f"skipping unreadable image {path} ({reason})", stacklevel=3)
+        warnings.warn(f"skipping unreadable image {path} ({reason})", stacklevel=4)
     if reasons:
         warnings.warn(f"skipped {len(reasons)} of {len(listing.paths)} images that could not be "
-                      f"read under {listing.root}", stacklevel=3)
+                      f"read under {listing.root}", stacklevel=4)
 
 
 def load_folder(path, image_size, split, classes, strict, cache_dir):
