@@ -1,0 +1,110 @@
+"""Draw new images from a trained model: one PNG per image plus a grid (and, optionally, metrics).
+
+    python generate.py --checkpoint runs/dcgan/checkpoint.npz --n 64 --seed 0 --out generated
+    python generate.py --checkpoint runs/dcgan/checkpoint.npz --metrics
+    python generate.py --checkpoint runs/stylegan/checkpoint.npz --truncation 0.7
+
+Writes <out>/img_0000.png ... img_<n-1>.png and <out>/grid.png; with --metrics also
+<out>/metrics.json (nearest-neighbour SSIM against the run's training images, and diversity).
+
+Any model plugs in: its checkpoint records its name ("model": "dcgan" | "vqvae" | "stylegan") and
+its settings ("config"), and models/<name>.py (or else train_<name>.py) provides
+
+    sample(checkpoint, n, seed, device, **options) -> float32 NumPy array (n, 1, S, S) in [-1, 1]
+
+Options such as truncation=0.7 or temperature=1.0 are passed only when given on the command line,
+and only to a sample() that accepts them.
+"""
+import argparse
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+
+import data
+import experiment
+import images
+import metrics
+
+MODELS = ("dcgan", "vqvae", "stylegan")   # names a checkpoint may give; nothing else is imported
+OPTIONS = ("truncation", "temperature")
+
+
+def flags():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint.npz written by a train_*.py")
+    p.add_argument("--n", type=int, default=64, help="how many images (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--out", default="generated", help="output folder (default: %(default)s)")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+    p.add_argument("--metrics", action="store_true",
+                   help="also compare the images with the training images (SSIM)")
+    p.add_argument("--data", default=None, help="training data for --metrics (default: the data "
+                   "path saved in the checkpoint; the bundled set if it had none)")
+    p.add_argument("--truncation", type=float, default=None, help="StyleGAN truncation psi")
+    p.add_argument("--temperature", type=float, default=None, help="PixelCNN sampling temperature")
+    return p
+
+
+def find_sampler(model):
+    """The sample() function of `model`: models/<model>.py first, then train_<model>.py."""
+    if model not in MODELS:
+        raise experiment.CheckpointError(f"the checkpoint is for an unknown model {model!r} "
+                                         f"(known: {', '.join(MODELS)})")
+    for name in (f"models.{model}", f"train_{model}"):
+        if importlib.util.find_spec(name) is not None:
+            module = importlib.import_module(name)
+            if hasattr(module, "sample"):
+                return module.sample
+    raise experiment.ExperimentError(f"no sample() function for {model} checkpoints was found "
+                                     f"in models/{model}.py or train_{model}.py")
+
+
+def chosen_options(args, sampler, model):
+    """The options given on the command line, checked against what `sampler` accepts."""
+    given = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    parameters = inspect.signature(sampler).parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+    for name in given:
+        if name not in parameters and not takes_any:
+            raise experiment.ExperimentError(f"{model} checkpoints do not take --{name}", code=2)
+    return given
+
+
+def generate():
+    args = flags().parse_args()
+    if args.n < 1:
+        raise experiment.ExperimentError("--n must be at least 1", code=2)
+    device = experiment.choose_device(args.device)
+    checkpoint = experiment.load_checkpoint(args.checkpoint)
+    model = str(checkpoint["model"])
+    sampler = find_sampler(model)
+    options = chosen_options(args, sampler, model)
+
+    samples = sampler(checkpoint, args.n, args.seed, device, **options)
+    paths = images.save_images(samples, args.out)
+    grid = images.save_grid(samples, os.path.join(args.out, "grid.png"))
+    print(f"{model} (step {checkpoint['step']}): wrote {len(paths)} images to {args.out}/ "
+          f"and {grid}", flush=True)
+
+    if args.metrics:
+        config = checkpoint["config"]
+        real = data.load_images(args.data or config.get("data"), image_size=samples.shape[-1],
+                                split=config.get("split", "all"), classes=config.get("classes"),
+                                cache_dir=os.path.join(args.out, "cache"))
+        report = metrics.generation_report(samples, data.to_float(real.images), data_range=2.0,
+                                           max_real=config.get("metrics_real", 2000), seed=args.seed)
+        report.update(model=model, checkpoint=os.path.abspath(args.checkpoint),
+                      step=checkpoint["step"], seed=args.seed, **options)
+        with open(os.path.join(args.out, "metrics.json"), "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"nearest-neighbour SSIM {report['nn_ssim_mean']:.3f} +- {report['nn_ssim_std']:.3f}"
+              f" against {report['n_real']} training images; pairwise SSIM among samples "
+              f"{report['pairwise_ssim_samples']:.3f} vs real {report['pairwise_ssim_real']:.3f}; "
+              f"written to {os.path.join(args.out, 'metrics.json')}", flush=True)
+
+
+if __name__ == "__main__":
+    experiment.main(generate)
