@@ -1,0 +1,388 @@
+"""StyleGAN (Karras, Laine & Aila 2019) grown progressively (Karras, Aila, Laine & Lehtinen 2018).
+
+Generator  = mapping network f: z -> w, then a synthesis network g that starts from a learned
+             constant 4x4 map and, at every layer, adds noise and applies the style of w (AdaIN).
+Discriminator mirrors the synthesis network: from-image 1x1 conv, [conv3, conv3, avg-pool] blocks,
+             minibatch standard deviation and conv3 + dense + dense at 4x4. No batch norm.
+
+Both networks are built for every resolution up to `image_size` but run only up to the current one.
+While a new resolution R is faded in, alpha goes from 0 to 1 (Karras et al. 2018, figure 2):
+
+    G:  image = (1 - alpha) * upsample(to_image_{R/2}(x_{R/2})) + alpha * to_image_R(block_R(x_{R/2}))
+    D:  h     = (1 - alpha) * from_image_{R/2}(avgpool(image)) + alpha * block_R(from_image_R(image))
+
+and real images are faded the same way (`fade_real_images`), so D never sees a sharper real image
+than G can draw. Layer counts: two style layers per resolution, 2 * log2(R) - 2 in total (10 at 64x64).
+
+Shapes: z and w are (B, w_dim); images are NCHW (B, 1, R, R) with values around [-1, 1] (no tanh:
+applying one after the fade is a reported failure).
+"""
+import math
+import re
+
+import numpy as np
+
+import nn
+import nn.functional as F
+from nn.ops import broadcast_to
+
+from .stylegan_layers import (EqualConv2d, EqualLinear, NoiseInjection, StyleModulation,
+                              lrelu)
+
+START_RESOLUTION = 8
+
+
+def log2_int(n):
+    value = int(round(math.log2(n)))
+    if 2 ** value != n:
+        raise ValueError(f"resolution {n} is not a power of two")
+    return value
+
+
+def resolutions_up_to(image_size, start=4):
+    """[start, 2*start, ..., image_size]."""
+    return [2 ** k for k in range(log2_int(start), log2_int(image_size) + 1)]
+
+
+def num_style_layers(resolution):
+    """Two style layers per resolution from 4x4: 2 * log2(R) - 2 (4x4 -> 2, 8x8 -> 4, 64x64 -> 10)."""
+    return 2 * log2_int(resolution) - 2
+
+
+def channel_widths(image_size, fmap_base, fmap_max):
+    """Feature maps per resolution: min(fmap_max, fmap_base / R), halving as R doubles
+    (Karras et al. 2018, table 2, with a small fmap_base for a CPU)."""
+    return {r: max(1, min(fmap_max, fmap_base // r)) for r in resolutions_up_to(image_size)}
+
+
+def upsample(x):
+    return F.upsample_nearest(x, scale_factor=2)
+
+
+def downsample(x):
+    return F.avg_pool2d(x, 2)
+
+
+def lerp(a, b, t):
+    """a + t * (b - a): t = 0 gives a, t = 1 gives b."""
+    return a + (b - a) * t
+
+
+# ---- the generator ----------------------------------------------------------------------------
+
+class MappingNetwork(nn.Module):
+    """w = f(z): pixel norm z / sqrt(mean(z^2) + 1e-8), then `num_layers` equalised linear layers
+    with LeakyReLU 0.2 and learning-rate multiplier 0.01 (Karras et al. 2019, section 2 and
+    appendix C)."""
+
+    def __init__(self, z_dim, w_dim, num_layers=8, lrmul=0.01, rng=None):
+        super().__init__()
+        self.num_layers = num_layers
+        for i in range(num_layers):
+            layer = EqualLinear(z_dim if i == 0 else w_dim, w_dim, lrmul=lrmul, rng=rng)
+            setattr(self, f"dense{i}", layer)
+
+    def forward(self, z):
+        x = F.pixel_norm(z)
+        for i in range(self.num_layers):
+            x = lrelu(getattr(self, f"dense{i}")(x))
+        return x
+
+
+class StyleLayer(nn.Module):
+    """One style layer: [conv3 ->] noise -> bias -> LeakyReLU -> instance norm -> style.
+
+    The conv's bias is added before the noise instead of after it; both are additions, so the
+    result is the same as the paper's order (Karras et al. 2019, figure 1b)."""
+
+    def __init__(self, in_channels, out_channels, w_dim, has_conv=True, rng=None):
+        super().__init__()
+        self.has_conv = has_conv
+        if has_conv:
+            self.conv = EqualConv2d(in_channels, out_channels, 3, rng=rng)
+        self.noise = NoiseInjection(out_channels)
+        self.style = StyleModulation(out_channels, w_dim, rng=rng)
+
+    def forward(self, x, w, noise):
+        if self.has_conv:
+            x = self.conv(x)
+        x = lrelu(self.noise(x, noise))
+        return self.style(x, w)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of g: (upsample, style layer, style layer); at 4x4 the input is the learned
+    constant (initialised to ones) and its first layer has no conv."""
+
+    def __init__(self, resolution, in_channels, out_channels, w_dim, rng=None):
+        super().__init__()
+        self.resolution = resolution
+        first = resolution == 4
+        if first:
+            self.const = nn.Parameter(np.ones((1, out_channels, 4, 4), dtype=np.float32))
+        self.layer0 = StyleLayer(in_channels, out_channels, w_dim, has_conv=not first, rng=rng)
+        self.layer1 = StyleLayer(out_channels, out_channels, w_dim, rng=rng)
+
+    def forward(self, x, w0, w1, noise0, noise1, features=None):
+        if self.resolution == 4:
+            x = broadcast_to(self.const, (w0.shape[0],) + self.const.shape[1:])
+        else:
+            x = upsample(x)
+        x = self.layer0(x, w0, noise0)
+        if features is not None:
+            features.append(x)
+        x = self.layer1(x, w1, noise1)
+        if features is not None:
+            features.append(x)
+        return x
+
+
+class SynthesisNetwork(nn.Module):
+    """g(w_0, ..., w_{L-1}): the image at `resolution`, faded in with `alpha` (see module doc)."""
+
+    def __init__(self, image_size, w_dim, widths, rng=None):
+        super().__init__()
+        self.image_size = image_size
+        self.resolutions = resolutions_up_to(image_size)
+        previous = widths[4]
+        for r in self.resolutions:
+            setattr(self, f"block{r}", SynthesisBlock(r, previous, widths[r], w_dim, rng=rng))
+            setattr(self, f"to_image{r}", EqualConv2d(widths[r], 1, 1, gain=1.0, rng=rng))
+            previous = widths[r]
+
+    def block(self, r):
+        return getattr(self, f"block{r}")
+
+    def to_image(self, r):
+        return getattr(self, f"to_image{r}")
+
+    def forward(self, ws, resolution, alpha=1.0, noise=None, features=None):
+        """ws: list of num_style_layers(resolution) tensors (B, w_dim), one per style layer.
+        noise: list of arrays (B, 1, r, r), two per resolution (see `make_noise`)."""
+        if noise is None:
+            noise = make_noise(ws[0].shape[0], resolution, np.random.default_rng(), like=ws[0])
+        x, previous_x = None, None
+        for i, r in enumerate(resolutions_up_to(resolution)):
+            previous_x = x
+            x = self.block(r)(x, ws[2 * i], ws[2 * i + 1], noise[2 * i], noise[2 * i + 1],
+                              features)
+        image = self.to_image(resolution)(x)
+        if alpha < 1.0 and resolution > START_RESOLUTION:
+            old = upsample(self.to_image(resolution // 2)(previous_x))
+            image = lerp(old, image, alpha)
+        return image
+
+
+def make_noise(batch, resolution, rng, like=None):
+    """Per-layer noise inputs: two (B, 1, r, r) standard-normal arrays for every resolution r.
+
+    Drawn on the CPU from `rng` (a numpy Generator) so that runs are reproducible and resumable,
+    then moved to `like`'s device."""
+    device = "cpu" if like is None else like.device
+    noise = []
+    for r in resolutions_up_to(resolution):
+        for _ in range(2):
+            array = rng.standard_normal((batch, 1, r, r)).astype(np.float32)
+            noise.append(nn.Tensor(array).to(device))
+    return noise
+
+
+class Generator(nn.Module):
+    """Mapping network + synthesis network, with the truncation trick and style mixing."""
+
+    def __init__(self, image_size=64, z_dim=64, w_dim=64, mapping_layers=8, fmap_base=1024,
+                 fmap_max=64, seed=0):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.config = dict(image_size=image_size, z_dim=z_dim, w_dim=w_dim,
+                           mapping_layers=mapping_layers, fmap_base=fmap_base, fmap_max=fmap_max)
+        self.z_dim, self.w_dim = z_dim, w_dim
+        self.widths = channel_widths(image_size, fmap_base, fmap_max)
+        self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, rng=rng)
+        self.synthesis = SynthesisNetwork(image_size, w_dim, self.widths, rng=rng)
+
+    def forward(self, z, resolution, alpha=1.0, noise=None, z_mix=None, crossover=None,
+                w_avg=None, psi=None):
+        """The image for latents z (B, z_dim). With z_mix and crossover, style layers >= crossover
+        take their style from z_mix (style mixing). With w_avg and psi, truncation is applied."""
+        w = self.mapping(z)
+        w_mix = None if z_mix is None else self.mapping(z_mix)
+        ws = layer_styles(w, num_style_layers(resolution), w_mix, crossover)
+        if psi is not None:
+            ws = truncate(ws, w_avg, psi)
+        return self.synthesis(ws, resolution, alpha, noise)
+
+    def mean_w(self, n=4096, seed=0):
+        """The average w over n random z: the centre that truncation pulls towards."""
+        rng = np.random.default_rng(seed)
+        device = self.mapping.dense0.weight.device
+        z = nn.Tensor(rng.standard_normal((n, self.z_dim)).astype(np.float32)).to(device)
+        with nn.no_grad():
+            return self.mapping(z).mean(axis=0, keepdims=True)
+
+
+def layer_styles(w, num_layers, w_mix=None, crossover=None):
+    """One w per style layer. Style mixing (Karras et al. 2019, section 3.1): layers before
+    `crossover` use w, layers from `crossover` on use w_mix."""
+    if w_mix is None or crossover is None:
+        return [w] * num_layers
+    return [w if i < crossover else w_mix for i in range(num_layers)]
+
+
+def truncate(ws, w_avg, psi, cutoff=None):
+    """Truncation trick (Karras et al. 2019, equation 3): w' = w_avg + psi * (w - w_avg), on the
+    first `cutoff` style layers (all when None; the paper's figures use the coarse layers)."""
+    cutoff = len(ws) if cutoff is None else cutoff
+    return [lerp(w_avg, w, psi) if i < cutoff else w for i, w in enumerate(ws)]
+
+
+# ---- the discriminator ------------------------------------------------------------------------
+
+class DiscriminatorBlock(nn.Module):
+    """conv3 -> LeakyReLU -> conv3 -> LeakyReLU -> 2x2 average pool: resolution R to R/2."""
+
+    def __init__(self, in_channels, out_channels, rng=None):
+        super().__init__()
+        self.conv0 = EqualConv2d(in_channels, in_channels, 3, rng=rng)
+        self.conv1 = EqualConv2d(in_channels, out_channels, 3, rng=rng)
+
+    def forward(self, x):
+        x = lrelu(self.conv0(x))
+        x = lrelu(self.conv1(x))
+        return downsample(x)
+
+
+class Discriminator(nn.Module):
+    """D(image) -> one score per image, (B, 1). Minibatch standard deviation at 4x4 (Karras et al.
+    2018, section 3: the spread of features across a group of 4 samples, as one extra map)."""
+
+    def __init__(self, image_size=64, fmap_base=1024, fmap_max=64, mbstd_group=4, seed=1):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.config = dict(image_size=image_size, fmap_base=fmap_base, fmap_max=fmap_max,
+                           mbstd_group=mbstd_group)
+        self.mbstd_group = mbstd_group
+        self.widths = widths = channel_widths(image_size, fmap_base, fmap_max)
+        for r in resolutions_up_to(image_size, START_RESOLUTION):
+            setattr(self, f"from_image{r}", EqualConv2d(1, widths[r], 1, rng=rng))
+            setattr(self, f"block{r}", DiscriminatorBlock(widths[r], widths[r // 2], rng=rng))
+        c = widths[4]
+        self.final_conv = EqualConv2d(c + 1, c, 3, rng=rng)
+        self.final_dense = EqualLinear(c * 16, c, rng=rng)
+        self.score = EqualLinear(c, 1, gain=1.0, rng=rng)
+
+    def from_image(self, r):
+        return getattr(self, f"from_image{r}")
+
+    def block(self, r):
+        return getattr(self, f"block{r}")
+
+    def forward(self, image, resolution, alpha=1.0):
+        x = self.block(resolution)(lrelu(self.from_image(resolution)(image)))
+        if alpha < 1.0 and resolution > START_RESOLUTION:
+            old = lrelu(self.from_image(resolution // 2)(downsample(image)))
+            x = lerp(old, x, alpha)
+        r = resolution // 2
+        while r >= START_RESOLUTION:
+            x = self.block(r)(x)
+            r //= 2
+        x = F.minibatch_stddev(x, group_size=self.mbstd_group)
+        x = lrelu(self.final_conv(x))
+        x = lrelu(self.final_dense(x.reshape(x.shape[0], -1)))
+        return self.score(x)
+
+
+# ---- real images and the generator average ---------------------------------------------------
+
+def downscale_array(images, factor):
+    """Box-filter an array (B, C, H, W) down by an integer factor (no gradient needed)."""
+    if factor == 1:
+        return images
+    b, c, h, w = images.shape
+    return images.reshape(b, c, h // factor, factor, w // factor, factor).mean(axis=(3, 5))
+
+
+def fade_real_images(images, resolution, alpha):
+    """Real images at `resolution`, faded like G's output: (1 - alpha) * up(down(x)) + alpha * x."""
+    x = downscale_array(images, images.shape[-1] // resolution)
+    if alpha < 1.0 and resolution > START_RESOLUTION:
+        coarse = downscale_array(x, 2).repeat(2, axis=2).repeat(2, axis=3)
+        x = coarse + (x - coarse) * x.dtype.type(alpha)
+    return x
+
+
+def copy_parameters(source, target):
+    """target's parameters <- copies of source's (same architecture)."""
+    for p_target, p_source in zip(target.parameters(), source.parameters()):
+        p_target.data = p_source.data.copy()
+
+
+def update_average(average, model, beta):
+    """Exponential moving average of weights, used for samples (Karras et al. 2018, section 4.1,
+    Karras et al. 2019, appendix C): theta_avg <- beta * theta_avg + (1 - beta) * theta."""
+    for p_avg, p in zip(average.parameters(), model.parameters()):
+        p_avg.data += (p.data - p_avg.data) * p.data.dtype.type(1.0 - beta)
+
+
+# ---- which parameters train at a resolution ----------------------------------------------------
+
+_RESOLUTION_IN_NAME = re.compile(r"(block|to_image|from_image)(\d+)\.")
+
+
+def parameters_at(model, resolution):
+    """The parameters `model` (G or D) uses at `resolution`, including the R/2 image layer that the
+    fade-in blends with. Blocks of higher resolutions are left out of the optimizer."""
+    chosen = []
+    for name, parameter in model.named_parameters():
+        found = _RESOLUTION_IN_NAME.search(name)
+        if found is not None:
+            kind, r = found.group(1), int(found.group(2))
+            if r > resolution or (kind != "block" and r < resolution // 2):
+                continue
+        chosen.append(parameter)
+    return chosen
+
+
+def set_requires_grad(model, flag):
+    """Freeze (False) or unfreeze (True) every parameter, e.g. D's during the generator step, so
+    that backward skips D's weight gradients."""
+    for parameter in model.parameters():
+        parameter.requires_grad = flag
+
+
+# ---- building from flags, and sampling from a checkpoint (generate.py calls `sample`) -------------
+
+def build(config, seed=0):
+    """Generator and Discriminator from a run's settings (a dict or argparse.Namespace)."""
+    c = config if isinstance(config, dict) else vars(config)
+    generator = Generator(c["image_size"], c["z_dim"], c["w_dim"], c["mapping_layers"],
+                          c["fmap_base"], c["fmap_max"], seed=seed)
+    discriminator = Discriminator(c["image_size"], c["fmap_base"], c["fmap_max"], seed=seed + 1)
+    return generator, discriminator
+
+
+def generate(generator, z, resolution, noise_rng, psi=None, w_avg=None, batch=32):
+    """Images (N, 1, R, R) as a float32 NumPy array clipped to [-1, 1], in batches, no graph."""
+    device = generator.mapping.dense0.weight.device
+    out = []
+    with nn.no_grad():
+        for start in range(0, len(z), batch):
+            zb = nn.Tensor(np.asarray(z[start:start + batch], dtype=np.float32)).to(device)
+            noise = make_noise(len(zb), resolution, noise_rng, like=zb)
+            image = generator(zb, resolution, noise=noise, w_avg=w_avg, psi=psi)
+            out.append(np.clip(image.numpy(), -1.0, 1.0))
+    return np.concatenate(out).astype(np.float32)
+
+
+def sample(checkpoint, n, seed, device, truncation=None):
+    """n images from a StyleGAN checkpoint's averaged generator at the resolution it reached.
+
+    truncation: psi of the truncation trick (None or 1 = off, 0 = the average image)."""
+    generator, _ = build(checkpoint["config"])
+    generator.load_state_dict(checkpoint["generator_ema"])
+    generator.to(device)
+    resolution = int(checkpoint["resolution"])
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, generator.z_dim)).astype(np.float32)
+    w_avg = generator.mean_w(seed=seed) if truncation is not None else None
+    return generate(generator, z, resolution, rng, psi=truncation, w_avg=w_avg)

@@ -1,0 +1,93 @@
+"""StyleGAN's two loss choices, each with a gradient penalty that needs second derivatives.
+
+Notation: D(x) is the discriminator's score, G(z) a generated image, softplus(t) = log(1 + e^t).
+
+Non-saturating logistic loss with R1 (Goodfellow et al. 2014; Mescheder et al. 2018, equation 9;
+the StyleGAN default, Karras et al. 2019, appendix C):
+    L_D = E[softplus(D(G(z)))] + E[softplus(-D(x))] + gamma/2 * E[ |grad_x D(x)|^2 ]
+    L_G = E[softplus(-D(G(z)))]
+
+WGAN-GP (Gulrajani et al. 2017, equation 3) with the drift term of Karras et al. 2018 (appendix A.1):
+    L_D = E[D(G(z))] - E[D(x)] + lambda * E[(|grad D(x_hat)| - 1)^2] + eps_drift * E[D(x)^2]
+    x_hat = x + u * (G(z) - x),  u ~ U(0, 1) per sample,  lambda = 10,  eps_drift = 0.001
+    L_G = -E[D(G(z))]
+
+The penalties are gradients of D with respect to its input, computed with
+nn.grad(..., create_graph=True) so that L_D.backward() can differentiate them again with respect
+to D's weights. Lazy regularisation (Karras et al. 2020, "StyleGAN2", section 3.1): the penalty is
+added only every `reg_every` steps and multiplied by `reg_every`, so on average it weighs the same.
+"""
+import numpy as np
+
+import nn
+import nn.functional as F
+
+LOSSES = ("ns-r1", "wgan-gp")
+
+
+def squared_gradient_norm(scores, inputs):
+    """|d sum(scores) / d inputs|^2 per sample, (B,), differentiable (create_graph=True).
+
+    Summing the scores is fine because sample i's score depends only on image i (no batch norm in
+    D; minibatch stddev couples samples slightly, as in the official code)."""
+    gradient, = nn.grad(scores.sum(), [inputs], create_graph=True)
+    return (gradient * gradient).reshape(gradient.shape[0], -1).sum(axis=1)
+
+
+def r1_penalty(real_scores, reals, gamma=10.0):
+    """gamma/2 * E[|grad_x D(x)|^2] on real images; `reals` must have requires_grad=True and
+    `real_scores` = D(reals)."""
+    return squared_gradient_norm(real_scores, reals).mean() * (gamma / 2)
+
+
+def interpolates(reals, fakes, rng):
+    """x_hat = x + u * (G(z) - x) with u ~ U(0, 1) per sample (raw arrays in, leaf Tensor out)."""
+    u = rng.uniform(size=(reals.shape[0], 1, 1, 1)).astype(reals.dtype)
+    u = nn.Tensor(u).to(nn.Tensor(reals).device).data
+    return nn.Tensor(reals + u * (fakes - reals), requires_grad=True)
+
+
+def wgan_gradient_penalty(discriminator, x_hat, resolution, alpha, weight=10.0):
+    """lambda * E[(|grad D(x_hat)| - 1)^2]; the 1e-8 keeps sqrt differentiable at 0."""
+    scores = discriminator(x_hat, resolution, alpha)
+    norm = (squared_gradient_norm(scores, x_hat) + 1e-8).sqrt()
+    return ((norm - 1.0) ** 2).mean() * weight
+
+
+def discriminator_loss(discriminator, reals, fakes, resolution, alpha, loss="ns-r1",
+                       regularise=False, reg_every=1, gamma=10.0, gp_weight=10.0, drift=0.001,
+                       rng=None):
+    """L_D for raw arrays `reals` and `fakes` (B, 1, R, R) (fakes already detached).
+
+    Returns (loss Tensor, dict of floats for the log)."""
+    real_t = nn.Tensor(reals, requires_grad=regularise and loss == "ns-r1")
+    real_scores = discriminator(real_t, resolution, alpha)
+    fake_scores = discriminator(nn.Tensor(fakes), resolution, alpha)
+    log = {"d_real": float(real_scores.data.mean()), "d_fake": float(fake_scores.data.mean())}
+    if loss == "ns-r1":
+        total = F.softplus(fake_scores).mean() + F.softplus(-real_scores).mean()
+        log["d_loss"] = float(total.data)
+        if regularise:
+            penalty = r1_penalty(real_scores, real_t, gamma)
+            log["penalty"] = float(penalty.data)
+            total = total + penalty * reg_every
+    elif loss == "wgan-gp":
+        total = fake_scores.mean() - real_scores.mean() + (real_scores ** 2).mean() * drift
+        log["d_loss"] = float(total.data)
+        if regularise:
+            x_hat = interpolates(reals, fakes, rng or np.random.default_rng())
+            penalty = wgan_gradient_penalty(discriminator, x_hat, resolution, alpha, gp_weight)
+            log["penalty"] = float(penalty.data)
+            total = total + penalty * reg_every
+    else:
+        raise ValueError(f"unknown loss {loss!r}: use one of {LOSSES}")
+    return total, log
+
+
+def generator_loss(fake_scores, loss="ns-r1"):
+    """L_G from D's scores on generated images."""
+    if loss == "ns-r1":
+        return F.softplus(-fake_scores).mean()
+    if loss == "wgan-gp":
+        return -fake_scores.mean()
+    raise ValueError(f"unknown loss {loss!r}: use one of {LOSSES}")
