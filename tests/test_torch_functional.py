@@ -66,21 +66,15 @@ def test_cross_entropy(device, rng, shape, reduction):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_binary_cross_entropy_with_logits(device, rng, reduction):
+@pytest.mark.parametrize("name", ["binary_cross_entropy_with_logits", "mse_loss"])
+def test_elementwise_losses(device, rng, name, reduction):
     torch = pytest.importorskip("torch")
-    compare_with_torch(
-        lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction),
-        lambda x, t: torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction=reduction),
-        [rng.standard_normal((4, 3)) * 5, rng.random((4, 3))], rng, device)
-
-
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_mse_loss(device, rng, reduction):
-    torch = pytest.importorskip("torch")
-    compare_with_torch(
-        lambda x, t: F.mse_loss(x, t, reduction),
-        lambda x, t: torch.nn.functional.mse_loss(x, t, reduction=reduction),
-        [rng.standard_normal((2, 3, 2)), rng.standard_normal((2, 3, 2))], rng, device)
+    ours, theirs = getattr(F, name), getattr(torch.nn.functional, name)
+    logits_or_input = rng.standard_normal((4, 3)) * 5
+    target = rng.random((4, 3)) if name.startswith("binary") else rng.standard_normal((4, 3))
+    compare_with_torch(lambda x, t: ours(x, t, reduction),
+                       lambda x, t: theirs(x, t, reduction=reduction),
+                       [logits_or_input, target], rng, device)
 
 
 def test_instance_norm(device, rng):
