@@ -35,7 +35,8 @@ class FileListing:
     description: str = ""       # for ImageSet.source
 
     def relative(self, path):
-        return os.path.relpath(path, self.root)
+        """`path` relative to root (every listed path starts with root and a separator)."""
+        return path[len(self.root) + 1:]
 
 
 def natural_key(text):
@@ -62,11 +63,13 @@ def walk(root):
 
 def image_files_under(folder):
     """All PNG/JPEG files under `folder` (recursive), in natural order of their relative paths."""
-    found = [os.path.join(parent, name)
-             for parent, _, filenames in walk(folder)
-             for name in filenames
-             if not is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(found, key=lambda path: natural_key(os.path.relpath(path, folder)))
+    found = []
+    for parent, _, filenames in walk(folder):
+        relative_parent = os.path.relpath(parent, folder) if parent != folder else ""
+        for name in filenames:
+            if not is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append((natural_key(os.path.join(relative_parent, name)), os.path.join(parent, name)))
+    return [path for _, path in sorted(found)]
 
 
 def only_one(candidates, what, root):
