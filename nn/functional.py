@@ -393,10 +393,12 @@ def avg_pool2d(x, kernel_size, stride=None):
         if (h, w) != (h_out * kh, w_out * kw):
             x = x[:, :, :h_out * kh, :w_out * kw]
         return x.reshape(n, c, h_out, kh, w_out, kw).mean(axis=(3, 5))
-    total = 0
-    for i in range(kh):  # overlapping windows: add up one strided slice per kernel offset
-        for j in range(kw):
-            total = total + x[:, :, i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw]
+    # overlapping windows: add up one strided slice per kernel offset (i, j)
+    offsets = [x[:, :, i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw]
+               for i in range(kh) for j in range(kw)]
+    total = offsets[0]
+    for window in offsets[1:]:
+        total = total + window
     return total * (1.0 / (kh * kw))
 
 
