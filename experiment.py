@@ -112,7 +112,7 @@ def main(fn):
 
 def parser(description, **defaults):
     """The flags every training script shares; `defaults` overrides any of their defaults."""
-    p = argparse.ArgumentParser(description=description,
+    p = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("run")
     g.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
@@ -148,15 +148,9 @@ def choose_device(name):
 
 
 def _explicit_flags(p, argv):
-    """The destinations the user actually typed on the command line (not left at their default)."""
-    saved = [(action, action.default) for action in p._actions]
-    for action, _ in saved:
-        action.default = argparse.SUPPRESS
-    try:
-        return set(vars(p.parse_args(argv)))
-    finally:
-        for action, default in saved:
-            action.default = default
+    """The settings the user typed on the command line (the parser allows no abbreviations)."""
+    typed = {token.split("=", 1)[0] for token in argv if token.startswith("-")}
+    return {action.dest for action in p._actions if typed & set(action.option_strings)}
 
 
 def _check_flags(config):

@@ -43,6 +43,39 @@ def flags():
     return p
 
 
+def train_step(G, D, opt_g, opt_d, real, z):
+    """One DCGAN training step on a batch of real images and latent vectors z; returns the losses
+    and D's mean probability of "real" on the real and on the generated batch."""
+    xp = nn.backend.get_array_module(real.data)
+    is_real = nn.Tensor(xp.ones(len(real), dtype=np.float32))
+    is_fake = nn.Tensor(xp.zeros(len(real), dtype=np.float32))
+    fake = G(z)
+
+    # (1) D step: maximise log D(x) + log(1 - D(G(z))), i.e. minimise the binary cross-entropy of
+    #     "real" on real images and "fake" on generated ones. The two batches go through D
+    #     separately (each gets its own batch-norm statistics), and the fake one is detached so
+    #     that this step does not reach into G.
+    logits_real = D(real)
+    logits_fake = D(fake.detach())
+    loss_d = (F.binary_cross_entropy_with_logits(logits_real, is_real)
+              + F.binary_cross_entropy_with_logits(logits_fake, is_fake))
+    opt_d.zero_grad()
+    loss_d.backward()
+    opt_d.step()
+
+    # (2) G step: maximise log D(G(z)) (the "non-saturating" loss of Goodfellow et al. 2014) on
+    #     the same fake batch, now through the updated D. D's weights get gradients here too;
+    #     opt_d.zero_grad() clears them before they are ever used.
+    loss_g = F.binary_cross_entropy_with_logits(D(fake), is_real)
+    opt_g.zero_grad()
+    loss_g.backward()
+    opt_g.step()
+
+    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
+            "d_real": F.sigmoid(logits_real).mean().item(),
+            "d_fake": F.sigmoid(logits_fake).mean().item()}
+
+
 def train():
     run = experiment.start(flags(), model="dcgan")
     cfg, device = run.config, run.device
@@ -65,9 +98,6 @@ def train():
     opt_d = nn.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     noise = np.random.default_rng([cfg.seed, 1])                  # z for every training step
     fixed_z = np.random.default_rng([cfg.seed, 2]).standard_normal((cfg.samples, cfg.nz))
-    xp = nn.backend.array_module_for(device)
-    real_label = nn.Tensor(xp.ones(cfg.batch_size, dtype=np.float32))
-    fake_label = nn.Tensor(xp.zeros(cfg.batch_size, dtype=np.float32))
 
     step = 0                                                      # training steps done so far
     if run.checkpoint is not None:                                # --resume: pick up where we were
@@ -93,33 +123,9 @@ def train():
         end = (epoch + 1) * steps_per_epoch
         run.begin_epoch(epoch, step, end, total_steps)
         for step, batch in experiment.stream(loader, step, end):
-            real = nn.Tensor(batch)
-            z = nn.Tensor(noise.standard_normal((cfg.batch_size, cfg.nz), dtype=np.float32)).to(device)
-            fake = G(z)
-
-            # (1) D step: maximise log D(x) + log(1 - D(G(z))), i.e. minimise the binary cross-
-            #     entropy of "real" on real images and "fake" on generated ones. The two batches go
-            #     through D separately (each gets its own batch-norm statistics), and the fake one is
-            #     detached so that this step does not reach into G.
-            logits_real = D(real)
-            logits_fake = D(fake.detach())
-            loss_d = (F.binary_cross_entropy_with_logits(logits_real, real_label)
-                      + F.binary_cross_entropy_with_logits(logits_fake, fake_label))
-            opt_d.zero_grad()
-            loss_d.backward()
-            opt_d.step()
-
-            # (2) G step: maximise log D(G(z)) (the "non-saturating" loss) on the same fake batch,
-            #     now through the updated D. D's weights get gradients too; opt_d.zero_grad() above
-            #     clears them before they are ever used.
-            loss_g = F.binary_cross_entropy_with_logits(D(fake), real_label)
-            opt_g.zero_grad()
-            loss_g.backward()
-            opt_g.step()
-
-            run.record(step + 1, loss_d=loss_d.item(), loss_g=loss_g.item(),
-                       d_real=float(F.sigmoid(logits_real).mean().item()),
-                       d_fake=float(F.sigmoid(logits_fake).mean().item()))
+            z = noise.standard_normal((cfg.batch_size, cfg.nz), dtype=np.float32)
+            losses = train_step(G, D, opt_g, opt_d, nn.Tensor(batch), nn.Tensor(z).to(device))
+            run.record(step + 1, **losses)
             if run.stop_requested:                                # Ctrl-C: save and stop cleanly
                 run.save(checkpoint(step + 1))
                 raise run.interrupted(step + 1)

@@ -1,0 +1,132 @@
+"""The DCGAN model: shapes at every image size, the paper's initialisation, agreement with the
+PyTorch example's architecture, one training step, and sampling from a checkpoint."""
+import numpy as np
+import pytest
+
+import nn
+from models import dcgan
+from train_dcgan import train_step
+
+
+def build(size, width=4, nz=8, seed=0):
+    nn.manual_seed(seed)
+    return dcgan.build(dict(image_size=size, nz=nz, ngf=width, ndf=width))
+
+
+@pytest.mark.parametrize("size", [64, 128, 256])
+def test_shapes_at_every_image_size(size):
+    G, D = build(size, width=2)
+    z = nn.Tensor(np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32))
+    images = G(z)
+    assert images.shape == (2, 1, size, size) and images.dtype == np.float32
+    assert np.abs(images.numpy()).max() <= 1.0                       # tanh output
+    logits = D(images)
+    assert logits.shape == (2,) and logits.dtype == np.float32
+    # one stride-2 layer per doubling: 4x4 -> size takes log2(size) - 2 upsampling layers
+    transposed = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(transposed) == int(np.log2(size)) - 1
+
+
+def test_widths_follow_the_pytorch_example_and_cap_at_8x():
+    assert dcgan.widths(64, 64) == [(4, 512), (8, 256), (16, 128), (32, 64)]
+    assert [c for _, c in dcgan.widths(256, 8)] == [64, 64, 64, 32, 16, 8]
+    with pytest.raises(ValueError, match="power of two"):
+        dcgan.widths(48, 8)
+
+
+def test_parameter_counts_match_the_pytorch_example():
+    """ngf = ndf = 64, nz = 100, one channel: the PyTorch DCGAN example has these counts."""
+    G, D = build(64, width=64, nz=100)
+    assert sum(p.size for p in G.parameters()) == 3_574_656
+    assert sum(p.size for p in D.parameters()) == 2_763_520
+
+
+def test_batch_norm_placement_follows_the_paper():
+    """No batch norm on G's output layer nor on D's input layer (Radford et al. section 3)."""
+    G, D = build(64)
+    g_layers, d_layers = list(G.main), list(D.main)
+    assert isinstance(g_layers[-1], nn.Tanh) and isinstance(g_layers[-2], nn.ConvTranspose2d)
+    assert isinstance(d_layers[0], nn.Conv2d) and isinstance(d_layers[1], nn.LeakyReLU)
+    assert d_layers[1].negative_slope == 0.2
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in G.modules()) == 4
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in D.modules()) == 3
+
+
+def test_initialisation_is_normal_0_002_and_batch_norm_scale_near_1():
+    G, D = build(64, width=32, nz=100)
+    conv = np.concatenate([m.weight.numpy().ravel() for m in list(G.modules()) + list(D.modules())
+                           if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
+    assert abs(conv.mean()) < 1e-3 and conv.std() == pytest.approx(0.02, rel=0.02)
+    scales = np.concatenate([m.weight.numpy() for m in G.modules() if isinstance(m, nn.BatchNorm2d)])
+    shifts = np.concatenate([m.bias.numpy() for m in G.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert scales.mean() == pytest.approx(1.0, abs=0.01) and scales.std() == pytest.approx(0.02, rel=0.2)
+    assert np.all(shifts == 0)
+    assert all(p.dtype == np.float32 for p in G.parameters())
+
+
+def test_forward_equals_the_pytorch_architecture_with_the_same_weights():
+    torch = pytest.importorskip("torch")
+    tnn = torch.nn
+    G, D = build(32, width=4, nz=8)
+    g_layers = [tnn.ConvTranspose2d(8, 16, 4, 1, 0, bias=False), tnn.BatchNorm2d(16), tnn.ReLU(),
+                tnn.ConvTranspose2d(16, 8, 4, 2, 1, bias=False), tnn.BatchNorm2d(8), tnn.ReLU(),
+                tnn.ConvTranspose2d(8, 4, 4, 2, 1, bias=False), tnn.BatchNorm2d(4), tnn.ReLU(),
+                tnn.ConvTranspose2d(4, 1, 4, 2, 1, bias=False), tnn.Tanh()]
+    d_layers = [tnn.Conv2d(1, 4, 4, 2, 1, bias=False), tnn.LeakyReLU(0.2),
+                tnn.Conv2d(4, 8, 4, 2, 1, bias=False), tnn.BatchNorm2d(8), tnn.LeakyReLU(0.2),
+                tnn.Conv2d(8, 16, 4, 2, 1, bias=False), tnn.BatchNorm2d(16), tnn.LeakyReLU(0.2),
+                tnn.Conv2d(16, 1, 4, 1, 0, bias=False)]
+    tG, tD = tnn.Sequential(*g_layers), tnn.Sequential(*d_layers)
+    for ours, theirs in ((G.main, tG), (D.main, tD)):
+        own = ours.state_dict()
+        assert list(own) == list(k for k in theirs.state_dict() if "num_batches" not in k)
+        theirs.load_state_dict({k: torch.from_numpy(v) for k, v in own.items()}, strict=False)
+    z = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
+    ours_images = G(nn.Tensor(z))
+    theirs_images = tG(torch.from_numpy(z).reshape(4, 8, 1, 1))
+    np.testing.assert_allclose(ours_images.numpy(), theirs_images.detach().numpy(), atol=2e-5)
+    np.testing.assert_allclose(D(ours_images).numpy(), tD(theirs_images).detach().numpy().ravel(),
+                               atol=2e-5)
+
+
+def test_one_training_step_updates_both_networks_and_reports_finite_losses():
+    G, D = build(16)
+    opt_g = nn.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = nn.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    g0 = [p.numpy().copy() for p in G.parameters()]
+    d0 = [p.numpy().copy() for p in D.parameters()]
+    rng = np.random.default_rng(0)
+    real = nn.Tensor(rng.uniform(-1, 1, (4, 1, 16, 16)).astype(np.float32))
+    z = nn.Tensor(rng.standard_normal((4, 8)).astype(np.float32))
+    losses = train_step(G, D, opt_g, opt_d, real, z)
+    assert set(losses) == {"loss_d", "loss_g", "d_real", "d_fake"}
+    assert all(np.isfinite(v) for v in losses.values())
+    # at initialisation D is undecided: both losses are near their chance values 2 ln 2 and ln 2
+    assert losses["loss_d"] == pytest.approx(2 * np.log(2), abs=0.3)
+    assert losses["loss_g"] == pytest.approx(np.log(2), abs=0.3)
+    assert all(not np.array_equal(a, p.numpy()) for a, p in zip(g0, G.parameters()))
+    assert all(not np.array_equal(a, p.numpy()) for a, p in zip(d0, D.parameters()))
+    assert all(p.dtype == np.float32 for p in list(G.parameters()) + list(D.parameters()))
+
+
+def test_generate_uses_running_statistics_and_leaves_the_model_unchanged():
+    G, _ = build(16)
+    before = G.state_dict()
+    z = np.random.default_rng(0).standard_normal((5, 8))
+    first = dcgan.generate(G, z, batch_size=2)
+    assert first.shape == (5, 1, 16, 16) and first.dtype == np.float32
+    assert G.training                                           # mode restored
+    for key, value in G.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])       # running stats untouched
+    np.testing.assert_allclose(first, dcgan.generate(G, z), rtol=1e-4, atol=1e-7)  # chunks
+
+
+def test_sample_from_a_checkpoint_dict_is_seeded():
+    G, _ = build(16)
+    checkpoint = {"config": dict(image_size=16, nz=8, ngf=4, ndf=4), "generator": G.state_dict()}
+    a = dcgan.sample(checkpoint, 3, seed=1, device="cpu")
+    b = dcgan.sample(checkpoint, 3, seed=1, device="cpu")
+    c = dcgan.sample(checkpoint, 3, seed=2, device="cpu")
+    assert a.shape == (3, 1, 16, 16)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
