@@ -95,36 +95,36 @@ def _nhwc_matrix(x):
     return x.transpose(0, 2, 3, 1).reshape(n * h * w, c)
 
 
-def _conv2d_forward(x, weight, stride, padding):
-    o, c, kh, kw = weight.shape
-    n = x.shape[0]
-    ho, wo = _conv_out_size(x.shape[2:], (kh, kw), stride, padding)
-    cols = _im2col(x, (kh, kw), stride, padding, (ho, wo))
-    w_mat = weight.transpose(0, 2, 3, 1).reshape(o, kh * kw * c)   # (O, (ky, kx, c)), tiny copy
-    y = cols @ w_mat.T                                               # (N*Ho*Wo, O)
-    return y.reshape(n, ho, wo, o).transpose(0, 3, 1, 2)             # NCHW view of NHWC memory
+def _conv2d_forward(cols, weight, out_shape):
+    """y = cols @ Wmat.T, returned as an NCHW view of NHWC memory. out_shape: (N, H_out, W_out)."""
+    o = weight.shape[0]
+    w_mat = weight.transpose(0, 2, 3, 1).reshape(o, -1)   # Wmat[o, (ky, kx, c)]: a tiny copy
+    y = cols @ w_mat.T                                     # (N*H_out*W_out, O)
+    return y.reshape(*out_shape, o).transpose(0, 3, 1, 2)
 
 
 def _conv_transpose2d_forward(x, weight, stride, padding, output_padding):
     c, o, kh, kw = weight.shape
     n, _, h, w = x.shape
     out_size = _transpose_out_size(x.shape[2:], (kh, kw), stride, padding, output_padding)
-    w_mat = weight.transpose(0, 2, 3, 1).reshape(c, kh * kw * o)   # (C, (ky, kx, o))
+    w_mat = weight.transpose(0, 2, 3, 1).reshape(c, kh * kw * o)   # Wmat[c, (ky, kx, o)]
     cols = (_nhwc_matrix(x) @ w_mat).reshape(n, h, w, kh, kw, o)
     y = _col2im(cols, out_size, stride, padding)
     return y.transpose(0, 3, 1, 2)
 
 
-def _conv2d_weight_grad(x, gy, kernel, stride, padding):
-    """gW[o, c, ky, kx] = sum_{n,i,j} gy[n, o, i, j] * xp[n, c, i*s + ky, j*s + kx]."""
-    kh, kw = kernel
-    c, o = x.shape[1], gy.shape[1]
-    cols = _im2col(x, kernel, stride, padding, gy.shape[2:])
+def _conv2d_weight_grad(cols, gy, kernel):
+    """gW[o, c, ky, kx] = sum_{n,i,j} gy[n, o, i, j] * cols[(n, i, j), (ky, kx, c)]."""
+    o = gy.shape[1]
     gw = _nhwc_matrix(gy).T @ cols                                   # (O, (ky, kx, c))
-    return gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2).copy()    # (O, C, kh, kw)
+    return gw.reshape(o, *kernel, -1).transpose(0, 3, 1, 2).copy()  # (O, C, kh, kw)
 
 
 # ---- differentiable Functions ------------------------------------------------------------------
+#
+# Columns are not kept from forward to backward (measured: no gain, and they would hold
+# memory for the whole graph). The one exception is inside ConvTranspose2d.backward, where both
+# gradients multiply by the same im2col(gy): it is built once and handed to both Functions.
 
 def _recovering_output_padding(x_shape, y_shape, kernel, stride, padding):
     """The output_padding that makes conv_transpose2d(y) exactly as large as x again.
@@ -138,11 +138,18 @@ def _recovering_output_padding(x_shape, y_shape, kernel, stride, padding):
 class Conv2d(Function):
     """y = conv2d(x, W) (no bias). gx = conv_transpose2d(gy, W), gW = conv2d_weight_grad(x, gy)."""
 
-    def __init__(self, stride, padding):
+    def __init__(self, stride, padding, columns=None):
         self.stride, self.padding = stride, padding
+        self.columns = columns  # im2col(x), when the caller has it already
 
     def forward(self, x, weight):
-        return _conv2d_forward(x, weight, self.stride, self.padding)
+        kernel = weight.shape[2:]
+        out_size = _conv_out_size(x.shape[2:], kernel, self.stride, self.padding)
+        cols = self.columns
+        if cols is None:
+            cols = _im2col(x, kernel, self.stride, self.padding, out_size)
+        self.columns = None  # not kept for backward
+        return _conv2d_forward(cols, weight, (x.shape[0], *out_size))
 
     def backward(self, gy):
         x, weight = self.inputs
@@ -167,11 +174,15 @@ class ConvTranspose2d(Function):
 
     def backward(self, gy):
         x, weight = self.inputs
+        kernel = weight.shape[2:]
+        columns = None
+        if all(self.needs_input_grad):  # both gradients multiply by im2col(gy): build it once
+            columns = _im2col(gy.data, kernel, self.stride, self.padding, x.shape[2:])
         gx = gw = None
         if self.needs_input_grad[0]:
-            gx = Conv2d(self.stride, self.padding)(gy, weight)
-        if self.needs_input_grad[1]:  # y is "x" of a conv2d whose output is x: roles swap
-            gw = Conv2dWeightGrad(weight.shape[2:], self.stride, self.padding)(gy, x)
+            gx = Conv2d(self.stride, self.padding, columns)(gy, weight)
+        if self.needs_input_grad[1]:  # gy is the "x" of a conv2d whose output is x: roles swap
+            gw = Conv2dWeightGrad(kernel, self.stride, self.padding, columns)(gy, x)
         return gx, gw
 
 
@@ -183,11 +194,16 @@ class Conv2dWeightGrad(Function):
         d/dx  = conv_transpose2d(gy, ggW)       d/dgy = conv2d(x, ggW)
     """
 
-    def __init__(self, kernel, stride, padding):
+    def __init__(self, kernel, stride, padding, columns=None):
         self.kernel, self.stride, self.padding = tuple(kernel), stride, padding
+        self.columns = columns  # im2col(x), when the caller has it already
 
     def forward(self, x, gy):
-        return _conv2d_weight_grad(x, gy, self.kernel, self.stride, self.padding)
+        cols = self.columns
+        if cols is None:
+            cols = _im2col(x, self.kernel, self.stride, self.padding, gy.shape[2:])
+        self.columns = None
+        return _conv2d_weight_grad(cols, gy, self.kernel)
 
     def backward(self, ggw):
         x, gy = self.inputs

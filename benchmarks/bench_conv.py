@@ -1,0 +1,197 @@
+"""Time conv2d / conv_transpose2d forward + backward on the layers of a 64x64 DCGAN.
+
+    python benchmarks/bench_conv.py                 # NumPy, next to PyTorch CPU if installed
+    python benchmarks/bench_conv.py --device gpu    # CuPy (PyTorch column only with torch.cuda)
+    python benchmarks/bench_conv.py --threads 1     # both libraries on one thread
+    python benchmarks/bench_conv.py --threads 1 --cpu-time   # robust when others share the CPU
+
+Each timing is one forward and the backward for both the input and the weight gradient, at
+batch 32, float32, ngf = ndf = 64, nz = 100 (no bias: DCGAN layers before batch norm have none).
+Inputs and upstream gradients are given in channels-last memory, the layout they have in
+training when they come out of the previous conv layer; PyTorch gets its default (contiguous
+NCHW) tensors. Repetitions of all layers are interleaved and the median is reported, because
+timings on shared machines drift by 20-30% over a run.
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _threads_from_command_line():
+    """--threads must act before NumPy is imported: OpenBLAS reads its thread count at load."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--threads", type=int, default=None)
+    threads = parser.parse_known_args()[0].threads
+    if threads:
+        for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = str(threads)
+    return threads or os.cpu_count()
+
+
+THREADS = _threads_from_command_line()
+
+import numpy as np  # noqa: E402
+
+import nn  # noqa: E402
+from nn.backend import array_module_for  # noqa: E402
+from nn.conv import conv2d, conv_transpose2d  # noqa: E402
+
+BATCH = 32
+# name, transposed?, in channels, out channels, input size, kernel, stride, padding
+LAYERS = [
+    ("G1 1->4", True, 100, 512, 1, 4, 1, 0),
+    ("G2 4->8", True, 512, 256, 4, 4, 2, 1),
+    ("G3 8->16", True, 256, 128, 8, 4, 2, 1),
+    ("G4 16->32", True, 128, 64, 16, 4, 2, 1),
+    ("G5 32->64", True, 64, 1, 32, 4, 2, 1),
+    ("D1 64->32", False, 1, 64, 64, 4, 2, 1),
+    ("D2 32->16", False, 64, 128, 32, 4, 2, 1),
+    ("D3 16->8", False, 128, 256, 16, 4, 2, 1),
+    ("D4 8->4", False, 256, 512, 8, 4, 2, 1),
+    ("D5 4->1", False, 512, 1, 4, 4, 1, 0),
+]
+
+
+def output_size(transposed, size, k, s, p):
+    return (size - 1) * s - 2 * p + k if transposed else (size + 2 * p - k) // s + 1
+
+
+def forward_flops(layer):
+    """2 * multiply-adds of the forward pass; backward (input + weight grad) costs twice that."""
+    _, transposed, cin, cout, size, k, s, p = layer
+    pixels = size if transposed else output_size(False, size, k, s, p)  # where the sum is "dense"
+    return 2 * BATCH * pixels * pixels * cin * cout * k * k
+
+
+def channels_last(xp, shape, rng):
+    """A float32 NCHW array whose memory is NHWC (like a conv output)."""
+    n, c, h, w = shape
+    data = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    return xp.asarray(data).transpose(0, 3, 1, 2)
+
+
+def ours(layer, xp, rng):
+    """A zero-argument function running forward + backward of `layer` with this library."""
+    name, transposed, cin, cout, size, k, s, p = layer
+    out = output_size(transposed, size, k, s, p)
+    x = nn.Tensor(channels_last(xp, (BATCH, cin, size, size), rng), requires_grad=True)
+    w_shape = (cin, cout, k, k) if transposed else (cout, cin, k, k)
+    w = nn.Tensor(xp.asarray(rng.standard_normal(w_shape).astype(np.float32) * 0.02),
+                  requires_grad=True)
+    gy = nn.Tensor(channels_last(xp, (BATCH, cout, out, out), rng))
+    op = conv_transpose2d if transposed else conv2d
+
+    def step():
+        y = op(x, w, stride=s, padding=p)
+        nn.grad(y, [x, w], gy)
+    return step
+
+
+def pytorch(layer, torch, device, rng):
+    name, transposed, cin, cout, size, k, s, p = layer
+    out = output_size(transposed, size, k, s, p)
+    x = torch.tensor(rng.standard_normal((BATCH, cin, size, size)), dtype=torch.float32,
+                     device=device, requires_grad=True)
+    w_shape = (cin, cout, k, k) if transposed else (cout, cin, k, k)
+    w = torch.tensor(rng.standard_normal(w_shape) * 0.02, dtype=torch.float32, device=device,
+                     requires_grad=True)
+    gy = torch.tensor(rng.standard_normal((BATCH, cout, out, out)), dtype=torch.float32,
+                      device=device)
+    op = torch.nn.functional.conv_transpose2d if transposed else torch.nn.functional.conv2d
+
+    def step():
+        y = op(x, w, stride=s, padding=p)
+        torch.autograd.grad(y, [x, w], gy)
+    return step
+
+
+def timed(step, sync, clock):
+    start = clock()
+    step()
+    sync()
+    return clock() - start
+
+
+def blas_threads():
+    try:
+        from threadpoolctl import threadpool_info
+        counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        return ",".join(map(str, counts)) or "?"
+    except ImportError:
+        return os.environ.get("OPENBLAS_NUM_THREADS", f"{os.cpu_count()} (OpenBLAS default: all cores)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for BLAS and PyTorch (default: all cores)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="measure process CPU time instead of wall time: with --threads 1 "
+                             "it is not inflated by other programs competing for the cores")
+    parser.add_argument("--statistic", choices=("median", "min"), default="median",
+                        help="min is the better estimate when other programs load the machine")
+    parser.add_argument("--only", help="substring of the layer names to run, e.g. 'D'")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    xp = array_module_for(args.device)
+    layers = [layer for layer in LAYERS if args.only is None or args.only in layer[0]]
+
+    sync = (lambda: None) if args.device == "cpu" else xp.cuda.Device().synchronize
+    try:
+        import torch
+        torch_device = "cpu" if args.device == "cpu" else "cuda"
+        if torch_device == "cuda" and not torch.cuda.is_available():
+            torch = None
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(THREADS)
+        torch_sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
+
+    steps = {layer: [ours(layer, xp, rng)] for layer in layers}
+    if torch is not None:
+        for layer in layers:
+            steps[layer].append(pytorch(layer, torch, torch_device, rng))
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    times = {layer: [[] for _ in steps[layer]] for layer in layers}
+    for repeat in range(args.repeats + 2):          # two warm-up rounds, then interleaved repeats
+        for layer in layers:
+            for i, step in enumerate(steps[layer]):
+                seconds = timed(step, sync if i == 0 else torch_sync, clock)
+                if repeat >= 2:
+                    times[layer][i].append(seconds)
+
+    print(f"conv forward+backward (input and weight gradients), batch {BATCH}, float32, "
+          f"device {args.device}, {args.statistic} of {args.repeats}"
+          + (", process CPU time" if args.cpu_time else ", wall time"))
+    print(f"NumPy {np.__version__}, BLAS threads: {blas_threads()}"
+          + (f"; PyTorch {torch.__version__}, {torch.get_num_threads()} threads" if torch else
+             "; PyTorch not installed")
+          + f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    header = f"{'layer':<11} {'shape':<26} {'ours ms':>8} {'GFLOP/s':>8}"
+    print(header + (f" {'torch ms':>9} {'ratio':>6}" if torch else ""))
+    total = [0.0, 0.0]
+    for layer in layers:
+        name, transposed, cin, cout, size, k, s, p = layer
+        medians = [float(getattr(np, args.statistic)(t)) for t in times[layer]]
+        shape = f"{'convT' if transposed else 'conv'} {cin}->{cout} k{k}s{s}p{p} @{size}"
+        row = (f"{name:<11} {shape:<26} {medians[0] * 1e3:8.1f} "
+               f"{3 * forward_flops(layer) / medians[0] / 1e9:8.1f}")
+        if torch:
+            row += f" {medians[1] * 1e3:9.1f} {medians[0] / medians[1]:6.2f}"
+        for i, m in enumerate(medians):
+            total[i] += m
+        print(row)
+    row = f"{'total':<11} {'':<26} {total[0] * 1e3:8.1f} {'':>8}"
+    if torch:
+        row += f" {total[1] * 1e3:9.1f} {total[0] / total[1]:6.2f}"
+    print(row)
+
+
+if __name__ == "__main__":
+    main()
