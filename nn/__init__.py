@@ -6,7 +6,8 @@
     optimizer = nn.optim.Adam(model.parameters(), lr=1e-3)
     nn.save(model.state_dict(), "model.npz"); model.load_state_dict(nn.load("model.npz"))
 
-`nn.manual_seed(seed)` seeds weight initialisation and Dropout.
+`nn.manual_seed(seed)` seeds weight initialisation and Dropout; `nn.get_rng_state()` and
+`nn.set_rng_state(state)` save and restore that random state (e.g. in a checkpoint).
 """
 from . import backend
 from .backend import DeviceError, gpu_available
@@ -14,7 +15,7 @@ from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .tensor import Function, Tensor, grad, is_grad_enabled, no_grad, set_grad_enabled
 from . import functional
 from . import init
-from .init import manual_seed
+from .init import get_rng_state, manual_seed, set_rng_state
 from .modules import (AdaIN, BatchNorm2d, ConvTranspose2d, Conv2d, Dropout, Flatten, Identity,
                       IncompatibleKeys, InstanceNorm2d, LeakyReLU, Linear, MaskedConv2d, Module,
                       ModuleList, Parameter, ReLU, Sequential, Sigmoid, StateDictError, Tanh)

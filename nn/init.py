@@ -36,6 +36,17 @@ def default_generator():
     return _generator
 
 
+def get_rng_state():
+    """The shared generator's state as a dict of plain numbers and strings (nn.save can store
+    it in a checkpoint, so a resumed run draws the same Dropout masks)."""
+    return _generator.bit_generator.state
+
+
+def set_rng_state(state):
+    """Restore a state from `get_rng_state()` into the shared generator."""
+    _generator.bit_generator.state = state
+
+
 def _fill(tensor, values):
     """Write NumPy `values` into tensor.data in place (cast to its dtype, on its device)."""
     tensor.data[...] = to_device(np.asarray(values, dtype=tensor.dtype), tensor.device)

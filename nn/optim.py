@@ -121,11 +121,14 @@ class Optimizer:
             p = params[int(key)]
             state = {}
             for name, value in saved.items():
-                if hasattr(value, "shape") and value.shape != p.shape:
-                    raise ValueError(f"optimizer state {name!r} of parameter {key} has shape "
-                                     f"{value.shape}, the parameter has shape {p.shape}")
-                state[name] = _match(np.array(value, copy=True), p.data) \
-                    if hasattr(value, "dtype") and value.ndim else _as_number(value)
+                if hasattr(value, "shape") and value.ndim == 0:
+                    value = value.item()  # a step count saved as a 0-d array
+                if hasattr(value, "shape"):
+                    if value.shape != p.shape:
+                        raise ValueError(f"optimizer state {name!r} of parameter {key} has shape "
+                                         f"{value.shape}, the parameter has shape {p.shape}")
+                    value = _match(np.array(value, copy=True), p.data)
+                state[name] = value
             self.state[int(key)] = state
 
     def __repr__(self):
@@ -134,11 +137,6 @@ class Optimizer:
             options = ", ".join(f"{k}={v}" for k, v in group.items() if k != "params")
             lines.append(f"  group {i}: {len(group['params'])} parameters, {options}")
         return "\n".join(lines) + "\n)"
-
-
-def _as_number(value):
-    """A plain Python number from a saved scalar (nn.load may give 0-d arrays back)."""
-    return value.item() if hasattr(value, "item") else value
 
 
 class SGD(Optimizer):

@@ -85,9 +85,9 @@ def test_gradcheck_dropout_with_fixed_seed(device):
 @pytest.mark.parametrize("activation", [nn.ReLU(), nn.LeakyReLU(0.2), nn.Tanh(), nn.Sigmoid(),
                                         nn.Flatten(), nn.Identity()], ids=repr)
 def test_gradcheck_activations(device, activation):
-    x = random_input(device, 2, 3, 2)
-    x.data[np.abs(x.numpy()) < 1e-3] = 0.5  # keep clear of the kink of ReLU at 0
-    check_module(activation, device, x)
+    values = np.random.default_rng(0).standard_normal((2, 3, 2))
+    values[np.abs(values) < 1e-3] = 0.5  # keep clear of the kink of ReLU at 0
+    check_module(activation, device, tensor(values, device, requires_grad=True))
 
 
 def test_gradcheck_sequential(device):
@@ -174,6 +174,18 @@ def test_dropout_only_in_training_mode_and_seedable():
     assert set(np.unique(first)) == {0.0, np.float32(1 / 0.75)}
     dropout.eval()
     assert dropout(x) is x
+
+
+def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
+    dropout = nn.Dropout(0.5)
+    x = nn.Tensor(np.ones((8, 8), dtype=np.float32))
+    nn.manual_seed(5)
+    dropout(x)
+    nn.save({"rng": nn.get_rng_state()}, tmp_path / "rng.npz")
+    expected = dropout(x).numpy()
+    nn.manual_seed(0)
+    nn.set_rng_state(nn.load(tmp_path / "rng.npz")["rng"])
+    np.testing.assert_array_equal(dropout(x).numpy(), expected)
 
 
 # ---- MaskedConv2d: PixelCNN masks and causality --------------------------------------------------
@@ -369,7 +381,10 @@ def test_to_dtype_keeps_parameter_identity_and_optimizer():
     net = Net()
     params_before = list(net.parameters())
     optimizer = nn.optim.SGD(net.parameters(), lr=0.1)
+    net(net_input()).mean().backward()
     net.double()
+    assert all(p.grad.dtype == np.float64 for p in net.parameters())  # gradients follow
+    net.zero_grad()
     assert [id(p) for p in net.parameters()] == [id(p) for p in params_before]
     assert all(t.dtype == np.float64 for _, t in net._state_tensors())
     out = net(net_input().double())
@@ -390,6 +405,8 @@ def test_to_device_moves_parameters_and_buffers(device):
     assert out.device == device and out.dtype == np.float32
     net.to("cpu")
     assert all(t.device == "cpu" for _, t in net._state_tensors())
+    with pytest.raises(ValueError, match="cuda"):
+        net.to("cuda")
 
 
 def test_zero_grad_sets_grads_to_none():
@@ -428,3 +445,26 @@ def test_module_list_and_forgotten_super_init():
 
     with pytest.raises(AttributeError, match="super"):
         Broken()
+
+
+def test_deepcopy_gives_an_independent_module():
+    """copy.deepcopy is how a generator's moving average (EMA copy) is made."""
+    import copy
+    net = Net()
+    twin = copy.deepcopy(net)
+    assert [n for n, _ in twin.named_parameters()] == [n for n, _ in net.named_parameters()]
+    assert twin.conv.weight is twin._modules["conv"]._parameters["weight"]
+    twin.conv.weight.data[...] = 0
+    assert np.abs(net.conv.weight.numpy()).max() > 0
+
+
+def test_requires_grad_freezes_parameters():
+    net = Net()
+    assert net.requires_grad_(False) is net
+    assert not any(p.requires_grad for p in net.parameters())
+    x = net_input()
+    x.requires_grad = True
+    net(x).mean().backward()
+    assert x.grad is not None and all(p.grad is None for p in net.parameters())
+    net.requires_grad_()
+    assert all(p.requires_grad for p in net.parameters())

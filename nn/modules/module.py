@@ -152,7 +152,9 @@ class Module:
         yield from self._modules.values()
 
     def named_parameters(self):
-        """(dotted name, Parameter) in registration order; a shared Parameter appears once."""
+        """(dotted name, Parameter) in registration order, as PyTorch lists them: this module's
+        own parameters first, then each sub-module's, depth first. A shared Parameter appears
+        once."""
         seen = set()
         for module_name, module in self.named_modules():
             for name, parameter in module._parameters.items():
@@ -209,14 +211,14 @@ class Module:
                     f"{name} (this module has shape {own[name].shape})" for name in missing))
             if unexpected:
                 problems.append("unexpected keys: " + ", ".join(
-                    f"{name} (the state has shape {np.shape(values[name])})"
+                    f"{name} (the state has shape {values[name].shape})"
                     for name in unexpected))
             raise StateDictError(f"{where}: " + "; ".join(problems))
         for name, tensor in own.items():
-            if name in values and tuple(np.shape(values[name])) != tuple(tensor.shape):
+            if name in values and tuple(values[name].shape) != tuple(tensor.shape):
                 raise StateDictError(
                     f"{where}: size mismatch for {name}: the state has shape "
-                    f"{tuple(np.shape(values[name]))}, this module has shape {tuple(tensor.shape)}")
+                    f"{tuple(values[name].shape)}, this module has shape {tuple(tensor.shape)}")
         for name, tensor in own.items():  # only copy once everything has been checked
             if name in values:
                 tensor.data[...] = to_device(values[name], tensor.device)  # casts to the dtype
@@ -238,6 +240,8 @@ class Module:
         The Parameter objects stay the same (only their `.data` and `.grad` change), so
         optimizers built earlier keep working. Returns self.
         """
+        if device not in (None, "cpu", "gpu"):
+            raise ValueError(f"unknown device {device!r}: use 'cpu' (NumPy) or 'gpu' (CuPy)")
         for module in self.modules():
             for tensor in list(module._parameters.values()) + list(module._buffers.values()):
                 if tensor is None:
@@ -252,6 +256,12 @@ class Module:
 
     def float(self):
         return self.to(dtype=np.float32)
+
+    def requires_grad_(self, requires_grad=True):
+        """Switch gradients of all parameters on or off (e.g. freeze D while training G)."""
+        for parameter in self.parameters():
+            parameter.requires_grad = requires_grad
+        return self
 
     def zero_grad(self):
         """Forget accumulated gradients (sets every parameter's `.grad` to None)."""
