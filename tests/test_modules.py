@@ -64,7 +64,8 @@ def test_gradcheck_instancenorm2d_affine(device):
 
 def test_gradcheck_adain(device):
     adain = nn.AdaIN(channels=2, w_dim=3)
-    check_module(adain, device, random_input(device, 2, 2, 3, 3), random_input(device, 2, 3, seed=1))
+    x, w = random_input(device, 2, 2, 3, 3), random_input(device, 2, 3, seed=1)
+    check_module(adain, device, x, w)
 
 
 def test_gradcheck_dropout_with_fixed_seed(device):
@@ -96,7 +97,7 @@ def test_gradcheck_sequential(device):
     check_module(model, device, random_input(device, 2, 1, 3, 3))
 
 
-# ---- layer behaviour ------------------------------------------------------------------------------
+# ---- layer behaviour --------------------------------------------------------------------------
 
 def test_layer_output_shapes_and_dtype():
     x = nn.Tensor(np.zeros((2, 3, 8, 8), dtype=np.float32))
@@ -204,7 +205,8 @@ def test_pixelcnn_masks():
 def test_masked_weights_get_zero_gradient(device):
     conv = nn.MaskedConv2d(2, 3, 5, "A").to(device)
     conv.weight.data[...] = 1.0  # even if the stored masked weights are not zero
-    x = nn.Tensor(np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(np.float32)).to(device)
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    x = nn.Tensor(x).to(device)
     (conv(x) ** 2).sum().backward()
     grad = conv.weight.grad.numpy()
     mask = conv.mask.numpy()
@@ -260,7 +262,7 @@ def test_pixelcnn_stack_is_causal(device):
         assert causal_outputs_unchanged(model, x, i, j, True, device), (i, j)
 
 
-# ---- the Module API --------------------------------------------------------------------------------
+# ---- the Module API ---------------------------------------------------------------------------
 
 class Net(nn.Module):
     def __init__(self):

@@ -95,7 +95,8 @@ def torch_pairs():
     torch = pytest.importorskip("torch")
     return [
         (nn.Linear(6, 4), torch.nn.Linear(6, 4), (3, 6)),
-        (nn.Conv2d(2, 3, (3, 2), stride=2, padding=1), torch.nn.Conv2d(2, 3, (3, 2), 2, 1), (2, 2, 7, 6)),
+        (nn.Conv2d(2, 3, (3, 2), stride=2, padding=1), torch.nn.Conv2d(2, 3, (3, 2), 2, 1),
+         (2, 2, 7, 6)),
         (nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1, output_padding=1),
          torch.nn.ConvTranspose2d(2, 3, 4, 2, 1, output_padding=1), (2, 2, 5, 5)),
         (nn.InstanceNorm2d(3, affine=True), torch.nn.InstanceNorm2d(3, affine=True), (2, 3, 4, 4)),

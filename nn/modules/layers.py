@@ -63,7 +63,8 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding = _pair(padding)
         self.weight = _empty_parameter(out_channels, in_channels, *self.kernel_size)
         self.register_parameter("bias", _empty_parameter(out_channels) if bias else None)
         _reset_weight_and_bias(self.weight, self.bias)
@@ -87,7 +88,8 @@ class ConvTranspose2d(Module):
                  output_padding=0, bias=True):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding = _pair(padding)
         self.output_padding = _pair(output_padding)
         self.weight = _empty_parameter(in_channels, out_channels, *self.kernel_size)
         self.register_parameter("bias", _empty_parameter(out_channels) if bias else None)
