@@ -35,8 +35,8 @@ class FileListing:
     description: str = ""       # for ImageSet.source
 
     def relative(self, path):
-        """`path` relative to root (every listed path starts with root and a separator)."""
-        return path[len(self.root) + 1:]
+        """`path` relative to root (every listed path starts with root)."""
+        return path[len(os.path.join(self.root, "")):]
 
 
 def natural_key(text):
@@ -68,7 +68,8 @@ def image_files_under(folder):
         relative_parent = os.path.relpath(parent, folder) if parent != folder else ""
         for name in filenames:
             if not is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append((natural_key(os.path.join(relative_parent, name)), os.path.join(parent, name)))
+                sort_key = natural_key(os.path.join(relative_parent, name))
+                found.append((sort_key, os.path.join(parent, name)))
     return [path for _, path in sorted(found)]
 
 

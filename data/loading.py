@@ -45,14 +45,18 @@ def read_images(paths, image_size):
 
     Returns (images (M, S, S) uint8, kept: bool per path, reasons: {path: why it was skipped}).
     """
+    images = np.zeros((len(paths), image_size, image_size), dtype=np.uint8)
+    kept = np.ones(len(paths), dtype=bool)
+    reasons = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(pool.map(lambda path: read_image(path, image_size), paths))
-    kept = np.array([pixels is not None for pixels, _ in results], dtype=bool)
-    images = np.zeros((int(kept.sum()), image_size, image_size), dtype=np.uint8)
-    if kept.any():
-        images[:] = [pixels for pixels, _ in results if pixels is not None]
-    reasons = {path: reason for path, (_, reason) in zip(paths, results) if reason is not None}
-    return images, kept, reasons
+        results = pool.map(lambda path: read_image(path, image_size), paths)
+        for index, (pixels, reason) in enumerate(results):
+            if reason is None:
+                images[index] = pixels
+            else:
+                kept[index] = False
+                reasons[paths[index]] = reason
+    return (images if kept.all() else images[kept]), kept, reasons
 
 
 def report_skipped(reasons, listing, strict):
