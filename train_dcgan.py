@@ -43,6 +43,11 @@ def flags():
     return p
 
 
+def set_requires_grad(model, flag):
+    for parameter in model.parameters():
+        parameter.requires_grad = flag
+
+
 def train_step(G, D, opt_g, opt_d, real, z):
     """One DCGAN training step on a batch of real images and latent vectors z; returns the losses
     and D's mean probability of "real" on the real and on the generated batch."""
@@ -64,12 +69,14 @@ def train_step(G, D, opt_g, opt_d, real, z):
     opt_d.step()
 
     # (2) G step: maximise log D(G(z)) (the "non-saturating" loss of Goodfellow et al. 2014) on
-    #     the same fake batch, now through the updated D. D's weights get gradients here too;
-    #     opt_d.zero_grad() clears them before they are ever used.
+    #     the same fake batch, now through the updated D. D is frozen meanwhile: the gradient
+    #     flows through D into G, but D's own weight gradients (unused) are not computed.
+    set_requires_grad(D, False)
     loss_g = F.binary_cross_entropy_with_logits(D(fake), is_real)
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
+    set_requires_grad(D, True)
 
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
             "d_real": F.sigmoid(logits_real).mean().item(),

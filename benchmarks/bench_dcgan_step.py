@@ -70,10 +70,12 @@ def pytorch(size, width, batch, nz, seed=0):
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
+        D.requires_grad_(False)                    # as train_dcgan.py: no weight grads for D
         loss_g = tF.binary_cross_entropy_with_logits(D(fake), ones)
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
+        D.requires_grad_(True)
         return loss_d.item(), loss_g.item()
     return step
 
