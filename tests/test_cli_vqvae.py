@@ -12,7 +12,7 @@ import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--channels", "8", "--res-channels", "4", "--res-blocks", "1",
-        "--codes", "8", "--code-dim", "4", "--batch-size", "8", "--steps-per-epoch", "2",
+        "--codes", "48", "--code-dim", "4", "--batch-size", "8", "--steps-per-epoch", "2",
         "--prior-channels", "4", "--prior-layers", "2", "--augment-copies", "1",
         "--samples", "4"]
 
