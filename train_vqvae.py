@@ -57,7 +57,7 @@ def flags():
     g.add_argument("--beta", type=float, default=0.25, help="commitment weight (default: %(default)s)")
     g.add_argument("--no-ema", dest="ema", action="store_false",
                    help="learn the codebook by its loss instead of moving averages")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate at the start; it decays along a cosine to 5%% of it (default: %(default)s)")
     g = p.add_argument_group("PixelCNN prior (stage 2)")
     g.add_argument("--prior-epochs", type=int, default=6, help="default: %(default)s")
     g.add_argument("--prior-channels", type=int, default=32, help="default: %(default)s")
@@ -85,6 +85,11 @@ def build_prior(cfg):
 
 def code_side(cfg):
     return cfg.image_size // 2 ** cfg.downsamples
+
+
+def cosine_lr(base, step, total, floor=0.05):
+    """Learning rate at `step` of `total`: from base down to floor * base along half a cosine."""
+    return base * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * min(step / total, 1.0))))
 
 
 def split_held_out(images_uint8):
@@ -146,6 +151,7 @@ def train_vqvae(run, state, model, optimizer, train_images, held):
         run.begin_epoch(epoch, step, end, total)
         used = np.zeros(cfg.codes, dtype=np.int64)
         for step, batch in experiment.stream(loader, step, end):
+            optimizer.param_groups[0]["lr"] = cosine_lr(cfg.lr, step, total)
             values, codes = vqvae_step(model, optimizer, nn.Tensor(batch), rng)
             used += code_counts(codes, cfg.codes)
             run.record(step + 1, **values)
@@ -213,6 +219,7 @@ def train_prior(run, state, model, prior, optimizer):
         for step in range(step, end):
             pick = np.random.default_rng([cfg.seed, 2, step]).choice(
                 len(train_codes), cfg.batch_size, replace=len(train_codes) < cfg.batch_size)
+            optimizer.param_groups[0]["lr"] = cosine_lr(cfg.prior_lr, step, total)
             loss = prior.loss(xp.asarray(train_codes[pick]))
             optimizer.zero_grad()
             loss.backward()

@@ -2,6 +2,7 @@
 each stage resumes to the same result as an uninterrupted run, generate.py reads the checkpoint."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--channels", "8", "--res-channels", "4", "--res-blocks", "1",
         "--codes", "48", "--code-dim", "4", "--batch-size", "8", "--steps-per-epoch", "2",
         "--prior-channels", "4", "--prior-layers", "2", "--augment-copies", "1",
-        "--samples", "4"]
+        "--samples", "4"]   # 16x16 slices, 4x4 code maps
 
 
 def run(script, *args, expect=0):
@@ -36,9 +37,9 @@ def events(out):
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    """All three stages uninterrupted: 2 VQ-VAE epochs, 2 prior epochs, then sampling."""
+    """All three stages uninterrupted: 4 VQ-VAE epochs, 4 prior epochs (2 steps each), sampling."""
     out = tmp_path_factory.mktemp("vqvae_full")
-    text = train(out, "--epochs", "2", "--prior-epochs", "2")
+    text = train(out, "--epochs", "4", "--prior-epochs", "4")
     return out, text
 
 
@@ -46,7 +47,7 @@ def test_every_stage_writes_its_outputs(full_run):
     out, text = full_run
     for name in ["checkpoint.npz", "metrics.jsonl", "config.json", "losses.png",
                  "vqvae_losses.png", "prior_losses.png", "reconstructions.png", "codes.png",
-                 "samples.png", "reconstructions/epoch_001.png", "reconstructions/epoch_002.png",
+                 "samples.png", "reconstructions/epoch_001.png", "reconstructions/epoch_004.png",
                  "samples/img_0000.png", "samples/img_0003.png"]:
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     logged = {e["event"]: e for e in events(out)}
@@ -57,30 +58,49 @@ def test_every_stage_writes_its_outputs(full_run):
     for key in ("nn_ssim_mean", "pairwise_ssim_samples", "pairwise_ssim_real"):
         assert key in logged["report"], key
     epochs = [e for e in events(out) if e["event"] == "epoch"]
-    assert [e["step"] for e in epochs] == [2, 4, 6, 8]          # global steps across stages
+    assert [e["step"] for e in epochs] == list(range(2, 17, 2))   # global steps across stages
     assert "codes_used" in epochs[0] and "held_out_nll_bits" in epochs[-1]
     assert "held-out reconstruction SSIM" in text and "nearest-neighbour SSIM" in text
+
+
+def interrupt_after_first_epoch(out, *args):
+    """Start a training run, press Ctrl-C (SIGINT) once its first epoch line appears; the run must
+    save a checkpoint and exit with code 130."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=ROOT)
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train_vqvae.py"), "--out",
+                                str(out), *TINY, *args], cwd=ROOT, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("epoch"):
+            process.send_signal(signal.SIGINT)
+            break
+    lines += process.stdout.readlines()
+    assert process.wait(timeout=300) == 130, "".join(lines)
+    assert "checkpoint saved" in "".join(lines)
 
 
 def test_each_stage_resumes_to_the_uninterrupted_result(full_run, tmp_path):
     out, _ = full_run
     reference = nn.load(os.path.join(out, "checkpoint.npz"))
     part = tmp_path / "parts"
+    schedule = ["--epochs", "4", "--prior-epochs", "4"]
 
-    train(part, "--stage", "vqvae", "--epochs", "1")
-    train(part, "--stage", "vqvae", "--epochs", "2", "--resume")
+    interrupt_after_first_epoch(part, "--stage", "vqvae", *schedule)
+    train(part, "--stage", "vqvae", "--resume", *schedule)
     resumed = nn.load(os.path.join(part, "checkpoint.npz"))
     for name, value in reference["vqvae"].items():
         np.testing.assert_array_equal(resumed["vqvae"][name], value, err_msg=name)
 
-    train(part, "--stage", "prior", "--epochs", "2", "--prior-epochs", "1")
-    train(part, "--stage", "prior", "--epochs", "2", "--prior-epochs", "2")
+    interrupt_after_first_epoch(part, "--stage", "prior", *schedule)
+    train(part, "--stage", "prior", *schedule)
     resumed = nn.load(os.path.join(part, "checkpoint.npz"))
     for name, value in reference["prior"].items():
         np.testing.assert_array_equal(resumed["prior"][name], value, err_msg=name)
-    assert int(resumed["step"]) == int(reference["step"]) == 8
+    assert int(resumed["step"]) == int(reference["step"]) == 16
 
-    train(part, "--stage", "sample", "--epochs", "2", "--prior-epochs", "2")
+    train(part, "--stage", "sample", *schedule)
     for i in range(4):
         name = f"samples/img_{i:04d}.png"
         with open(os.path.join(out, name), "rb") as a, open(os.path.join(part, name), "rb") as b:
