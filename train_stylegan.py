@@ -15,8 +15,8 @@ a lower resolution (the log says which). Adam's state is reset at every new reso
 Writes to --out: samples/epoch_NNN.png (fixed latents, averaged generator, upscaled to the final
 size), phases/res_R/{samples.png, losses.png, checkpoint.npz} when resolution R is finished,
 losses.png, metrics.jsonl (per epoch: losses, resolution, alpha, seconds per image), config.json,
-checkpoint.npz, and at the end embedding.png (PCA and t-SNE of generated against real images) and
-the nearest-neighbour SSIM / diversity report.
+checkpoint.npz, and at the end embedding_pca.png and embedding_tsne.png (generated against real
+images, and AD against NC with --compare-with) and the nearest-neighbour SSIM / diversity report.
 """
 import argparse
 import os
@@ -169,16 +169,22 @@ def upscale(batch, size):
     return batch.repeat(factor, axis=2).repeat(factor, axis=3)
 
 
-def embedding_plot(groups, path, title, seed):
-    """PCA to 50 dimensions, then t-SNE to 2, of every image in `groups` (name -> (N, 1, S, S))."""
+def embedding_plots(groups, folder, title, seed):
+    """Two scatter plots of every image in `groups` (name -> (N, 1, S, S)), pixels as vectors:
+    the first two principal components (embedding_pca.png) and t-SNE of the first 50
+    (embedding_tsne.png). Returns the two paths."""
     import embedding   # here: only the end of a run needs it
     names = list(groups)
     flat = np.concatenate([groups[name].reshape(len(groups[name]), -1) for name in names])
-    labels = np.concatenate([[name] * len(groups[name]) for name in names])
-    reduced = embedding.pca(flat.astype(np.float64), min(50, flat.shape[0] - 1))
-    points = embedding.tsne(reduced, seed=seed)
-    embedding.plot_embedding(points, labels, path, title)
-    return path
+    labels = [name for name in names for _ in range(len(groups[name]))]
+    pca_points, ratio = embedding.pca(flat, 2)
+    pca_path = embedding.plot_embedding(
+        pca_points, labels, os.path.join(folder, "embedding_pca.png"),
+        f"{title}: PCA ({100 * ratio.sum():.0f}% of the variance)")
+    tsne_path = embedding.plot_embedding(
+        embedding.tsne(flat, seed=seed, pca_dims=50), labels,
+        os.path.join(folder, "embedding_tsne.png"), f"{title}: t-SNE of PCA-50")
+    return pca_path, tsne_path
 
 
 def real_images(dataset, resolution, indices=None):
@@ -333,8 +339,7 @@ def train():
     groups[f"generated {cfg.classes}" if cfg.classes else "generated"] = samples
     if cfg.compare_with:
         groups.update(compare_groups(cfg.compare_with, resolution, cfg.samples, cfg.seed, device))
-    plot = embedding_plot(groups, run.path("embedding.png"),
-                          f"StyleGAN {resolution}x{resolution}: t-SNE of PCA-50 pixels", cfg.seed)
+    plots = embedding_plots(groups, cfg.out, f"StyleGAN {resolution}x{resolution}", cfg.seed)
     rates = {r: seconds_per_image(r) for r in sorted(timing)}
     run.log("report", step=step, resolution=resolution, seconds_per_image=rates, **report)
     print(f"reached {resolution}x{resolution}; seconds per training image by resolution: "
@@ -343,7 +348,7 @@ def train():
           f"(course target >= 0.6); pairwise SSIM among samples "
           f"{report['pairwise_ssim_samples']:.3f} vs among real images "
           f"{report['pairwise_ssim_real']:.3f} (much higher = mode collapse)\n"
-          f"samples: {run.path('phases')}  losses: {run.path('losses.png')}  embedding: {plot}",
+          f"samples: {run.path('phases')}  losses: {run.path('losses.png')}  embeddings: {', '.join(plots)}",
           flush=True)
 
 
