@@ -43,11 +43,6 @@ def flags():
     return p
 
 
-def set_requires_grad(model, flag):
-    for parameter in model.parameters():
-        parameter.requires_grad = flag
-
-
 def train_step(G, D, opt_g, opt_d, real, z):
     """One DCGAN training step on a batch of real images and latent vectors z; returns the losses
     and D's mean probability of "real" on the real and on the generated batch."""
@@ -71,12 +66,12 @@ def train_step(G, D, opt_g, opt_d, real, z):
     # (2) G step: maximise log D(G(z)) (the "non-saturating" loss of Goodfellow et al. 2014) on
     #     the same fake batch, now through the updated D. D is frozen meanwhile: the gradient
     #     flows through D into G, but D's own weight gradients (unused) are not computed.
-    set_requires_grad(D, False)
+    D.requires_grad_(False)
     loss_g = F.binary_cross_entropy_with_logits(D(fake), is_real)
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
-    set_requires_grad(D, True)
+    D.requires_grad_(True)
 
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
             "d_real": F.sigmoid(logits_real).mean().item(),
@@ -114,7 +109,7 @@ def train():
         opt_g.load_state_dict(saved["optimizer_g"])
         opt_d.load_state_dict(saved["optimizer_d"])
         experiment.set_rng_state(noise, saved["rng_noise"])
-        experiment.set_rng_state(nn.init.default_generator(), saved["rng_nn"])   # dropout masks
+        nn.set_rng_state(saved["rng_nn"])                         # dropout masks
         step = saved["step"]
         print(f"resumed from {run.checkpoint_path} at step {step}", flush=True)
 
@@ -123,7 +118,7 @@ def train():
                 "generator": G.state_dict(), "discriminator": D.state_dict(),
                 "optimizer_g": opt_g.state_dict(), "optimizer_d": opt_d.state_dict(),
                 "rng_noise": experiment.rng_state(noise),
-                "rng_nn": experiment.rng_state(nn.init.default_generator())}
+                "rng_nn": nn.get_rng_state()}
 
     # ---- the training loop ------------------------------------------------------------------------
     for epoch in range(step // steps_per_epoch, cfg.epochs):

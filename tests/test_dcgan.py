@@ -64,29 +64,73 @@ def test_initialisation_is_normal_0_002_and_batch_norm_scale_near_1():
     assert all(p.dtype == np.float32 for p in G.parameters())
 
 
-def test_forward_equals_the_pytorch_architecture_with_the_same_weights():
+def torch_twins(G, D, size, width, nz):
+    """The PyTorch example's G and D for these sizes, holding copies of our weights."""
     torch = pytest.importorskip("torch")
     tnn = torch.nn
-    G, D = build(32, width=4, nz=8)
-    g_layers = [tnn.ConvTranspose2d(8, 16, 4, 1, 0, bias=False), tnn.BatchNorm2d(16), tnn.ReLU(),
-                tnn.ConvTranspose2d(16, 8, 4, 2, 1, bias=False), tnn.BatchNorm2d(8), tnn.ReLU(),
-                tnn.ConvTranspose2d(8, 4, 4, 2, 1, bias=False), tnn.BatchNorm2d(4), tnn.ReLU(),
-                tnn.ConvTranspose2d(4, 1, 4, 2, 1, bias=False), tnn.Tanh()]
-    d_layers = [tnn.Conv2d(1, 4, 4, 2, 1, bias=False), tnn.LeakyReLU(0.2),
-                tnn.Conv2d(4, 8, 4, 2, 1, bias=False), tnn.BatchNorm2d(8), tnn.LeakyReLU(0.2),
-                tnn.Conv2d(8, 16, 4, 2, 1, bias=False), tnn.BatchNorm2d(16), tnn.LeakyReLU(0.2),
-                tnn.Conv2d(16, 1, 4, 1, 0, bias=False)]
+    c = [channels for _, channels in dcgan.widths(size, width)]
+    g_layers = [tnn.ConvTranspose2d(nz, c[0], 4, 1, 0, bias=False), tnn.BatchNorm2d(c[0]), tnn.ReLU()]
+    for a, b in zip(c, c[1:]):
+        g_layers += [tnn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), tnn.BatchNorm2d(b), tnn.ReLU()]
+    g_layers += [tnn.ConvTranspose2d(c[-1], 1, 4, 2, 1, bias=False), tnn.Tanh()]
+    c = c[::-1]
+    d_layers = [tnn.Conv2d(1, c[0], 4, 2, 1, bias=False), tnn.LeakyReLU(0.2)]
+    for a, b in zip(c, c[1:]):
+        d_layers += [tnn.Conv2d(a, b, 4, 2, 1, bias=False), tnn.BatchNorm2d(b), tnn.LeakyReLU(0.2)]
+    d_layers += [tnn.Conv2d(c[-1], 1, 4, 1, 0, bias=False), tnn.Flatten(0)]
     tG, tD = tnn.Sequential(*g_layers), tnn.Sequential(*d_layers)
     for ours, theirs in ((G.main, tG), (D.main, tD)):
         own = ours.state_dict()
-        assert list(own) == list(k for k in theirs.state_dict() if "num_batches" not in k)
+        assert list(own) == [k for k in theirs.state_dict() if "num_batches" not in k]
         theirs.load_state_dict({k: torch.from_numpy(v) for k, v in own.items()}, strict=False)
+    return tG, tD
+
+
+def assert_same_weights(ours, theirs, atol):
+    for key, value in ours.main.state_dict().items():
+        np.testing.assert_allclose(value, theirs.state_dict()[key].numpy(), atol=atol, err_msg=key)
+
+
+def test_forward_equals_the_pytorch_architecture_with_the_same_weights():
+    G, D = build(32, width=4, nz=8)
+    tG, tD = torch_twins(G, D, 32, 4, 8)
+    import torch
     z = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
     ours_images = G(nn.Tensor(z))
     theirs_images = tG(torch.from_numpy(z).reshape(4, 8, 1, 1))
     np.testing.assert_allclose(ours_images.numpy(), theirs_images.detach().numpy(), atol=2e-5)
-    np.testing.assert_allclose(D(ours_images).numpy(), tD(theirs_images).detach().numpy().ravel(),
-                               atol=2e-5)
+    np.testing.assert_allclose(D(ours_images).numpy(), tD(theirs_images).detach().numpy(), atol=2e-5)
+
+
+def test_training_steps_equal_the_pytorch_example():
+    """Several train_step calls give the weights (and losses) of the same steps in PyTorch."""
+    G, D = build(32, width=4, nz=8)
+    tG, tD = torch_twins(G, D, 32, 4, 8)
+    import torch
+    import torch.nn.functional as tF
+    adam = dict(lr=2e-4, betas=(0.5, 0.999))
+    opt_g, opt_d = nn.optim.Adam(G.parameters(), **adam), nn.optim.Adam(D.parameters(), **adam)
+    t_opt_g, t_opt_d = torch.optim.Adam(tG.parameters(), **adam), torch.optim.Adam(tD.parameters(), **adam)
+    rng = np.random.default_rng(0)
+    ones, zeros = torch.ones(6), torch.zeros(6)
+    for _ in range(5):
+        real = rng.uniform(-1, 1, (6, 1, 32, 32)).astype(np.float32)
+        z = rng.standard_normal((6, 8)).astype(np.float32)
+        losses = train_step(G, D, opt_g, opt_d, nn.Tensor(real), nn.Tensor(z))
+        fake = tG(torch.from_numpy(z).reshape(6, 8, 1, 1))                 # the PyTorch example
+        loss_d = (tF.binary_cross_entropy_with_logits(tD(torch.from_numpy(real)), ones)
+                  + tF.binary_cross_entropy_with_logits(tD(fake.detach()), zeros))
+        t_opt_d.zero_grad()
+        loss_d.backward()
+        t_opt_d.step()
+        loss_g = tF.binary_cross_entropy_with_logits(tD(fake), ones)
+        t_opt_g.zero_grad()
+        loss_g.backward()
+        t_opt_g.step()
+        assert losses["loss_d"] == pytest.approx(loss_d.item(), abs=1e-5)
+        assert losses["loss_g"] == pytest.approx(loss_g.item(), abs=1e-5)
+    assert_same_weights(G, tG, atol=1e-6)
+    assert_same_weights(D, tD, atol=1e-6)
 
 
 def test_one_training_step_updates_both_networks_and_reports_finite_losses():
