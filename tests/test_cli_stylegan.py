@@ -1,0 +1,112 @@
+"""train_stylegan.py and generate.py as a user runs them: tiny progressive runs (8x8 -> 16x16) in
+subprocesses. Schedule used here: 8 images a step, 8x8 for steps 0-2, 16x16 from step 3 with a
+fade-in over steps 3-4; epochs of 2 steps, so epoch 2 ends in the middle of the 16x16 fade."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--image-size", "16", "--batch-size", "8", "--steps-per-epoch", "2",
+        "--phase-images", "24", "--fade-images", "16", "--fmap-base", "32", "--fmap-max", "8",
+        "--z-dim", "8", "--w-dim", "8", "--samples", "8", "--seed", "2", "--reg-every", "2"]
+
+pytestmark = pytest.mark.slow
+
+
+def run(script, *args, check=True):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def train(out, *args, check=True):
+    return run("train_stylegan.py", "--out", out, *TINY, *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One uninterrupted tiny run of 3 epochs (6 steps), shared by the tests below."""
+    out = tmp_path_factory.mktemp("runs") / "stylegan"
+    return out, train(out, "--epochs", "3")
+
+
+def test_a_tiny_progressive_run_writes_every_output(finished):
+    out, result = finished
+    assert sorted(os.listdir(out / "samples")) == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
+    assert Image.open(out / "samples" / "epoch_001.png").size == (3 * 18 + 2, 3 * 18 + 2)
+    for resolution in (8, 16):
+        folder = out / "phases" / f"res_{resolution}"
+        assert sorted(os.listdir(folder)) == ["checkpoint.npz", "losses.png", "samples.png"]
+        grid = Image.open(folder / "samples.png")
+        assert grid.size == (3 * (resolution + 2) + 2,) * 2           # drawn at that resolution
+        saved = experiment.load_checkpoint(folder / "checkpoint.npz", "stylegan")
+        assert int(saved["resolution"]) == resolution
+    assert experiment.load_checkpoint(out / "phases" / "res_8" / "checkpoint.npz")["step"] == 3
+    for name in ("losses.png", "embedding_pca.png", "embedding_tsne.png", "config.json"):
+        assert os.path.getsize(out / name) > 0, name
+    with open(out / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    events = [r["event"] for r in records]
+    assert events == ["start", "epoch", "phase", "epoch", "epoch", "phase", "report"]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert [(r["step"], r["resolution"], r["alpha"]) for r in epochs] == \
+        [(2, 8, 1.0), (4, 16, 0.0), (6, 16, 1.0)]
+    assert {"d_loss", "g_loss", "penalty", "d_real", "d_fake", "seconds_per_image"} <= set(epochs[0])
+    report = records[-1]
+    assert report["resolution"] == 16 and set(report["seconds_per_image"]) == {"8", "16"}
+    assert 0 <= report["nn_ssim_mean"] <= 1 and report["n_samples"] == 8
+    checkpoint = experiment.load_checkpoint(out / "checkpoint.npz", "stylegan")
+    assert checkpoint["step"] == 6 and int(checkpoint["resolution"]) == 16
+    assert len(checkpoint["history"]["g_loss"]) == 6
+    assert "reached 16x16" in result.stdout and "nearest-neighbour SSIM" in result.stdout
+
+
+def test_resuming_in_the_middle_of_a_phase_equals_an_uninterrupted_run(finished, tmp_path):
+    out, _ = finished
+    part = tmp_path / "part"
+    first = train(part, "--epochs", "2")                       # stops after step 4: fading in 16x16
+    assert "reached 16x16" in first.stdout
+    halfway = experiment.load_checkpoint(part / "checkpoint.npz", "stylegan")
+    assert halfway["step"] == 4 and int(halfway["resolution"]) == 16
+    resumed = train(part, "--epochs", "3", "--resume")
+    assert "resumed from" in resumed.stdout and "at step 4" in resumed.stdout
+    a = experiment.load_checkpoint(part / "checkpoint.npz", "stylegan")
+    b = experiment.load_checkpoint(out / "checkpoint.npz", "stylegan")
+    assert a["step"] == b["step"] == 6
+    for part_name in ("generator", "discriminator", "generator_ema"):
+        for key in b[part_name]:
+            np.testing.assert_array_equal(a[part_name][key], b[part_name][key],
+                                          err_msg=f"{part_name}.{key}")
+    for part_name in ("optimizer_g", "optimizer_d"):
+        for index, state in b[part_name]["state"].items():
+            for key, value in state.items():
+                np.testing.assert_array_equal(a[part_name]["state"][index][key], value)
+    np.testing.assert_array_equal(a["history"]["d_loss"], b["history"]["d_loss"])
+
+
+def test_generate_draws_from_a_stylegan_checkpoint_with_truncation(finished, tmp_path):
+    out, _ = finished
+    result = run("generate.py", "--checkpoint", out / "checkpoint.npz", "--n", "5",
+                 "--truncation", "0.5", "--out", tmp_path / "gen")
+    files = sorted(os.listdir(tmp_path / "gen"))
+    assert files == ["grid.png"] + [f"img_{i:04d}.png" for i in range(5)], result.stdout
+    assert Image.open(tmp_path / "gen" / "img_0000.png").size == (16, 16)
+
+
+def test_bad_schedule_flags_give_a_clear_error(tmp_path):
+    result = train(tmp_path / "bad", "--image-size", "32", "--phase-images", "24,24,24,24",
+                   "--batch-size", "6", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--batch-size must be a multiple of 4" in result.stderr
+    result = train(tmp_path / "bad2", "--image-size", "64", "--phase-images", "24,24",
+                   check=False)
+    assert result.returncode == 2 and "--phase-images needs 3 values" in result.stderr
