@@ -27,9 +27,10 @@ The API (stable: the three scripts rely on it)
         run.begin_epoch(epoch, first_step, last_step, total_steps)  before an epoch's first step
         run.end_epoch(**extra)    prints the epoch line (averages of the recorded values),
                                   logs it, redraws <out>/losses.png; returns the averages
-        run.stop_requested        True after Ctrl-C (SIGINT); the loop then saves and raises
-                                  experiment.Interrupted (see train_dcgan.py)
-        run.save(state)           atomic <out>/checkpoint.npz; adds model, config, step, history
+        run.stop_requested        True after Ctrl-C (SIGINT); the loop then saves and
+                                  `raise run.interrupted(step)` (exit 130; see train_dcgan.py)
+        run.save(state)           atomic <out>/checkpoint.npz; state needs "step" and "epoch";
+                                  adds format, model, config, history, elapsed
         run.checkpoint_path       <out>/checkpoint.npz
 
     experiment.main(fn)     run the script body; user errors become one line on stderr and an exit
@@ -50,6 +51,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -452,13 +454,14 @@ class Progress:
 
     def update(self, text):
         if self.tty:
-            self.stream.write("\r" + text[:150].ljust(150))
+            width = shutil.get_terminal_size().columns - 1     # never wrap: \r must reach column 0
+            self.stream.write("\r" + text[:width].ljust(width))
             self.stream.flush()
             self._drawn = True
 
     def finish(self, line):
         if self._drawn:
-            self.stream.write("\r" + " " * 150 + "\r")
+            self.stream.write("\r" + " " * (shutil.get_terminal_size().columns - 1) + "\r")
             self._drawn = False
         if line:
             print(line, file=self.stream, flush=True)
