@@ -166,3 +166,26 @@ def test_generate_writes_n_images_a_grid_and_metrics(finished, tmp_path):
     wrong = run("generate.py", "--checkpoint", out / "checkpoint.npz", "--truncation", "0.7",
                 "--out", tmp_path / "x", check=False)
     assert_clean_error(wrong, 2, "dcgan checkpoints do not take --truncation")
+
+
+def test_a_nan_loss_stops_clearly_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    import train_dcgan
+    real_step, calls = train_dcgan.train_step, []
+
+    def fails_at_step_5(*args):
+        losses = real_step(*args)
+        calls.append(1)
+        return dict(losses, loss_g=float("nan")) if len(calls) == 5 else losses
+    monkeypatch.setattr(train_dcgan, "train_step", fails_at_step_5)
+    monkeypatch.setattr(sys, "argv", ["train_dcgan.py", "--out", str(tmp_path), *TINY,
+                                      "--epochs", "3", "--steps-per-epoch", "3"])
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as caught:
+            experiment.main(train_dcgan.train)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert caught.value.code == 1
+    err = capsys.readouterr().err
+    assert "loss_g became nan at step 5" in err and "last good checkpoint" in err and "step 3" in err
+    assert experiment.load_checkpoint(tmp_path / "checkpoint.npz")["step"] == 3
