@@ -43,7 +43,7 @@ STAGES = ("vqvae", "prior", "sample", "all")
 
 
 def flags():
-    p = experiment.parser(__doc__, out="runs/vqvae", image_size=64, batch_size=32, epochs=12,
+    p = experiment.parser(__doc__, out="runs/vqvae", image_size=64, batch_size=32, epochs=15,
                           steps_per_epoch=100)
     p.add_argument("--stage", choices=STAGES, default="all", help="default: %(default)s")
     g = p.add_argument_group("VQ-VAE (stage 1)")
@@ -52,7 +52,7 @@ def flags():
     g.add_argument("--res-blocks", type=int, default=2, help="default: %(default)s")
     g.add_argument("--downsamples", type=int, default=2,
                    help="stride-2 layers: code map side = image size / 2^downsamples (default: %(default)s)")
-    g.add_argument("--codes", type=int, default=128, help="codebook size K (default: %(default)s)")
+    g.add_argument("--codes", type=int, default=256, help="codebook size K (default: %(default)s)")
     g.add_argument("--code-dim", type=int, default=32, help="code vector size D (default: %(default)s)")
     g.add_argument("--beta", type=float, default=0.25, help="commitment weight (default: %(default)s)")
     g.add_argument("--no-ema", dest="ema", action="store_false",
