@@ -1,6 +1,6 @@
 """Train a StyleGAN (Karras et al. 2019), grown progressively from 8x8 (Karras et al. 2018).
 
-    python train_stylegan.py                         # bundled MNI slices, CPU, 2 cores (see --help)
+    python train_stylegan.py                 # bundled MNI slices, 64x64, CPU (~20 min on 2 idle cores)
     python train_stylegan.py --out runs/stylegan --resume            # continue after Ctrl-C
     python train_stylegan.py --data /data/AD_NC --subset AD --device gpu --image-size 256 \\
         --fmap-base 4096 --fmap-max 256 --w-dim 256 --z-dim 256 --batch-size 32 \\
@@ -11,6 +11,11 @@ The schedule is counted in images shown to D. Resolution 8 is trained for the fi
 own entry of --phase-images; the final resolution (--image-size) runs until the end of training,
 which is --epochs x --steps-per-epoch steps of --batch-size images. A run that ends earlier stops at
 a lower resolution (the log says which). Adam's state is reset at every new resolution.
+
+Defaults: 64,000 images = 16,000 at 8x8, 16,000 at 16x16, 12,000 at 32x32, 20,000 at 64x64 (each
+new resolution faded in over 4,000), measured at about 4, 8, 17 and 40 ms per image on an idle
+2-core CPU: about 20 minutes. On a shared machine run with OPENBLAS_NUM_THREADS=1 (see
+docs/stylegan.md: busy-waiting BLAS threads made steps up to 25x slower).
 
 Writes to --out: samples/epoch_NNN.png (fixed latents, averaged generator, upscaled to the final
 size), phases/res_R/{samples.png, losses.png, checkpoint.npz} when resolution R is finished,
@@ -36,7 +41,7 @@ from models.stylegan_losses import LOSSES, discriminator_loss, generator_loss
 
 def flags():
     p = experiment.parser(__doc__, out="runs/stylegan", image_size=64, batch_size=16,
-                          epochs=40, steps_per_epoch=50)
+                          epochs=40, steps_per_epoch=100)
     g = p.add_argument_group("StyleGAN")
     g.add_argument("--subset", dest="classes", choices=("AD", "NC"),
                    help="ADNI: train on one class only (same as --classes)")
@@ -46,10 +51,10 @@ def flags():
     g.add_argument("--fmap-base", type=int, default=512,
                    help="channels at resolution R: min(fmap-max, fmap-base / R) (default: %(default)s)")
     g.add_argument("--fmap-max", type=int, default=64, help="default: %(default)s")
-    g.add_argument("--phase-images", default="6000,8000,6000",
+    g.add_argument("--phase-images", default="16000,16000,12000",
                    help="images at each resolution before the final one, from 8x8 up: one number "
                         "for all or a comma list (default: %(default)s)")
-    g.add_argument("--fade-images", type=int, default=3000,
+    g.add_argument("--fade-images", type=int, default=4000,
                    help="images over which each new resolution fades in (default: %(default)s)")
     g.add_argument("--loss", choices=LOSSES, default="ns-r1",
                    help="non-saturating + R1, or WGAN-GP + drift (default: %(default)s)")
