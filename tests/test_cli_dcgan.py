@@ -14,7 +14,8 @@ import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--ngf", "4", "--ndf", "4", "--nz", "8", "--batch-size", "8",
-        "--samples", "8", "--seed", "3", "--dropout", "0.2"]   # dropout: its RNG must resume too
+        "--samples", "8", "--seed", "3", "--dropout", "0.2",   # dropout: its RNG must resume too
+        "--real-label", "0.9", "--lr-d", "1e-4"]
 
 pytestmark = pytest.mark.slow
 
