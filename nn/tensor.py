@@ -255,9 +255,13 @@ def _run_backward(outputs, grad_outputs, create_graph, want_leaves=False, wanted
         grads[id(y)] = g if id(y) not in grads else grads[id(y)] + g
         keep[id(y)] = y
     wanted_ids = {id(t) for t in wanted}
+    order = _topological_order(outputs)
+    # nn.grad(y, [x]) needs gradients only along paths from x to y: e.g. an R1 penalty's
+    # d D(x)/dx must not also compute every weight gradient of D.
+    on_path = None if want_leaves else _depending_on(order, wanted_ids)
     result = {}
     with set_grad_enabled(create_graph):
-        for function in _topological_order(outputs):
+        for function in order:
             gys = []
             for ref in function._outputs:
                 y = ref()
@@ -265,11 +269,13 @@ def _run_backward(outputs, grad_outputs, create_graph, want_leaves=False, wanted
             if all(g is None for g in gys):
                 continue
             gys = [g if g is not None else _zeros_like_output(function, i) for i, g in enumerate(gys)]
-            gxs = function.backward(*gys)
-            if not isinstance(gxs, (tuple, list)):
-                gxs = (gxs,)
-            for x, gx in zip(function.inputs, gxs):
-                if gx is None or not x.requires_grad:
+            needed = [x.requires_grad and (on_path is None or id(x) in on_path)
+                      for x in function.inputs]
+            if not any(needed):
+                continue
+            gxs = _call_backward(function, gys, needed)
+            for x, gx, need in zip(function.inputs, gxs, needed):
+                if gx is None or not need:
                     continue
                 grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
                 keep[id(x)] = x
@@ -280,6 +286,26 @@ def _run_backward(outputs, grad_outputs, create_graph, want_leaves=False, wanted
                 g = Tensor(g.data)  # a plain leaf: no history kept
             result[tensor] = g
     return result
+
+
+def _depending_on(order, wanted_ids):
+    """ids of the tensors whose value depends on a wanted tensor (the wanted ones included)."""
+    depending = set(wanted_ids)
+    for function in reversed(order):  # producers before their consumers
+        if any(id(x) in depending for x in function.inputs):
+            depending.update(id(ref()) for ref in function._outputs if ref() is not None)
+    return depending
+
+
+def _call_backward(function, gys, needed):
+    """function.backward(*gys), told (via needs_input_grad) which input gradients are needed."""
+    recorded = function.needs_input_grad
+    function.needs_input_grad = tuple(needed)
+    try:
+        gxs = function.backward(*gys)
+    finally:
+        function.needs_input_grad = recorded
+    return gxs if isinstance(gxs, (tuple, list)) else (gxs,)
 
 
 def _zeros_like_output(function, i):

@@ -200,6 +200,35 @@ def test_grad_with_grad_outputs_and_unused_inputs(device, rng):
         nn.grad(y, [x])
 
 
+class _RecordingMul(nn.Function):
+    """a * b that records which input gradients backward was asked for."""
+    asked = []
+
+    def forward(self, a, b):
+        return a * b
+
+    def backward(self, gy):
+        _RecordingMul.asked.append(self.needs_input_grad)
+        a, b = self.inputs
+        return gy * b, gy * a
+
+
+def test_grad_computes_only_gradients_on_a_path_from_the_inputs(device, rng):
+    # nn.grad(D(x), [x]) (an R1 penalty) must not also compute D's weight gradients.
+    x, w = randn(rng, (3,), device), randn(rng, (3,), device)
+    xw = x * w
+    out = (_RecordingMul()(xw, w) ** 2).sum()          # x reaches the first input only
+    _RecordingMul.asked.clear()
+    gx, = nn.grad(out, [x])
+    assert _RecordingMul.asked == [(True, False)]
+    np.testing.assert_allclose(gx.numpy(), 2 * (x.numpy() * w.numpy() ** 2) * w.numpy() ** 2,
+                               rtol=1e-6)
+    _RecordingMul.asked.clear()
+    out.backward()                                     # backward() wants every leaf
+    assert _RecordingMul.asked == [(True, True)]
+    np.testing.assert_allclose(w.grad.numpy(), 4 * x.numpy() ** 2 * w.numpy() ** 3, rtol=1e-6)
+
+
 def test_no_grad_records_nothing(device, rng):
     x = randn(rng, (2,), device)
     with nn.no_grad():
