@@ -8,7 +8,7 @@ The API (stable: the three scripts rely on it)
 ----------------------------------------------
     parser = experiment.parser(description, epochs=15, out="runs/dcgan", ...)
         An argparse parser with the flags every script has (defaults overridable by keyword):
-        --device cpu|gpu|auto  --data PATH  --split  --classes  --image-size  --epochs
+        --device cpu|gpu|auto  --data PATH  --split  --subset  --image-size  --epochs
         --steps-per-epoch  --batch-size  --seed  --out DIR  --resume  --overwrite
         Add the model's own flags with parser.add_argument(...).
 
@@ -122,7 +122,8 @@ def parser(description, **defaults):
     g.add_argument("--data", default=None, metavar="PATH",
                    help="OASIS / ADNI / image folder (default: the bundled MNI slices)")
     g.add_argument("--split", default="all", help="data split (default: %(default)s)")
-    g.add_argument("--classes", default=None, help="ADNI class filter: AD, NC or both")
+    g.add_argument("--subset", "--classes", dest="classes", choices=("AD", "NC", "both"),
+                   default=None, help="ADNI: train on one class only, AD or NC (default: both)")
     g.add_argument("--image-size", type=int, default=64, help="default: %(default)s")
     g.add_argument("--epochs", type=int, default=10, help="default: %(default)s")
     g.add_argument("--steps-per-epoch", type=int, default=0,

@@ -43,8 +43,6 @@ def flags():
     p = experiment.parser(__doc__, out="runs/stylegan", image_size=64, batch_size=16,
                           epochs=40, steps_per_epoch=100)
     g = p.add_argument_group("StyleGAN")
-    g.add_argument("--subset", dest="classes", choices=("AD", "NC"),
-                   help="ADNI: train on one class only (same as --classes)")
     g.add_argument("--z-dim", type=int, default=64, help="latent size (default: %(default)s)")
     g.add_argument("--w-dim", type=int, default=64, help="style size (default: %(default)s)")
     g.add_argument("--mapping-layers", type=int, default=8, help="default: %(default)s")

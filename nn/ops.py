@@ -52,6 +52,8 @@ def _sum_to_array(x, shape):
 
 
 class SumTo(Function):
+    """y = x summed down to `shape` over the axes broadcasting added; gx = gy broadcast back."""
+
     def __init__(self, shape):
         self.shape = tuple(shape)
 
@@ -64,6 +66,8 @@ class SumTo(Function):
 
 
 class BroadcastTo(Function):
+    """y = x repeated along new or size-1 axes up to `shape`; gx = gy summed back to x's shape."""
+
     def __init__(self, shape):
         self.shape = tuple(shape)
 
@@ -78,6 +82,8 @@ class BroadcastTo(Function):
 # ---- arithmetic: y = a + b, a - b, a * b, a / b, -a, a ** p, a @ b --------------------------------
 
 class Add(Function):
+    """y = a + b (broadcasting); ga = gy, gb = gy, each summed back to its input shape."""
+
     def forward(self, a, b):
         return a + b
 
@@ -89,6 +95,8 @@ class Add(Function):
 
 
 class Sub(Function):
+    """y = a - b (broadcasting); ga = gy, gb = -gy, each summed back to its input's shape."""
+
     def forward(self, a, b):
         return a - b
 
@@ -100,6 +108,8 @@ class Sub(Function):
 
 
 class Mul(Function):
+    """y = a * b (broadcasting); ga = gy * b, gb = gy * a, each summed back to its input's shape."""
+
     def forward(self, a, b):
         return a * b
 
@@ -111,6 +121,8 @@ class Mul(Function):
 
 
 class Div(Function):
+    """y = a / b (broadcasting); ga = gy / b, gb = -gy * a / b^2, summed back to each shape."""
+
     def forward(self, a, b):
         return a / b
 
@@ -123,6 +135,8 @@ class Div(Function):
 
 
 class Neg(Function):
+    """y = -x; gx = -gy."""
+
     def forward(self, x):
         return -x
 
@@ -176,6 +190,8 @@ def matmul(a, b):
 # ---- shapes ----------------------------------------------------------------------------------
 
 class Reshape(Function):
+    """y = x with a new shape (same elements, same order); gx = gy reshaped back."""
+
     def __init__(self, shape):
         self.shape = shape
 
@@ -273,6 +289,8 @@ def _keepdims_shape(shape, axes):
 
 
 class Sum(Function):
+    """y = sum of x over `axis`; each element gets the gradient of its sum: gx = gy broadcast."""
+
     def __init__(self, axis, keepdims):
         self.axis, self.keepdims = axis, keepdims
 
@@ -334,6 +352,8 @@ def max(x, axis=None, keepdims=False):
 # ---- element-wise maths ------------------------------------------------------------------------
 
 class Exp(Function):
+    """y = e^x; gx = gy * y."""
+
     def forward(self, x):
         return get_array_module(x).exp(x)
 
@@ -342,6 +362,8 @@ class Exp(Function):
 
 
 class Log(Function):
+    """y = ln x; gx = gy / x."""
+
     def forward(self, x):
         return get_array_module(x).log(x)
 
@@ -351,6 +373,8 @@ class Log(Function):
 
 
 class Sqrt(Function):
+    """y = sqrt(x); gx = gy / (2 y)."""
+
     def forward(self, x):
         return get_array_module(x).sqrt(x)
 

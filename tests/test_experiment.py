@@ -126,6 +126,15 @@ def test_bad_flag_values_are_refused(tmp_path):
         experiment.start(make_parser(), "dcgan", ["--out", str(tmp_path), "--batch-size", "0"])
 
 
+def test_every_script_takes_the_adni_class_filter_as_subset_or_classes():
+    p = make_parser()
+    assert p.parse_args(["--subset", "AD"]).classes == "AD"
+    assert p.parse_args(["--classes", "NC"]).classes == "NC"
+    assert p.parse_args([]).classes is None
+    with pytest.raises(SystemExit):
+        p.parse_args(["--subset", "MCI"])
+
+
 def test_an_existing_run_is_not_overwritten_by_accident(tmp_path):
     experiment.save_checkpoint(tmp_path / experiment.CHECKPOINT, small_state())
     with pytest.raises(experiment.ExperimentError, match="--resume"):
