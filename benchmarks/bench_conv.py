@@ -1,6 +1,7 @@
 """Time conv2d / conv_transpose2d forward + backward on the layers of a 64x64 DCGAN.
 
     python benchmarks/bench_conv.py                 # NumPy, next to PyTorch CPU if installed
+    python benchmarks/bench_conv.py --layers 3x3    # the 3x3 stride-1 convs of StyleGAN / VQ-VAE
     python benchmarks/bench_conv.py --device gpu    # CuPy (PyTorch column only with torch.cuda)
     python benchmarks/bench_conv.py --threads 1     # both libraries on one thread
     python benchmarks/bench_conv.py --threads 1 --cpu-time   # robust when others share the CPU
@@ -41,7 +42,7 @@ from nn.conv import conv2d, conv_transpose2d  # noqa: E402
 
 BATCH = 32
 # name, transposed?, in channels, out channels, input size, kernel, stride, padding
-LAYERS = [
+DCGAN_LAYERS = [
     ("G1 1->4", True, 100, 512, 1, 4, 1, 0),
     ("G2 4->8", True, 512, 256, 4, 4, 2, 1),
     ("G3 8->16", True, 256, 128, 8, 4, 2, 1),
@@ -53,6 +54,17 @@ LAYERS = [
     ("D4 8->4", False, 256, 512, 8, 4, 2, 1),
     ("D5 4->1", False, 512, 1, 4, 4, 1, 0),
 ]
+# 3x3 "same" convolutions: their input gradient is a stride-1 conv_transpose2d, which nn/conv.py
+# computes as a conv2d with the flipped kernel. Widths of the default StyleGAN (8 channels at
+# 64x64, 16 at 32x32) and of the VQ-VAE (32 channels at 16x16 codes), then a wider one.
+LAYERS_3X3 = [
+    ("S64a", False, 16, 8, 64, 3, 1, 1),
+    ("S64b", False, 8, 8, 64, 3, 1, 1),
+    ("S32", False, 16, 16, 32, 3, 1, 1),
+    ("V16", False, 32, 32, 16, 3, 1, 1),
+    ("W32", False, 64, 64, 32, 3, 1, 1),
+]
+LAYER_SETS = {"dcgan": DCGAN_LAYERS, "3x3": LAYERS_3X3}
 
 
 def output_size(transposed, size, k, s, p):
@@ -135,11 +147,13 @@ def main():
                              "it is not inflated by other programs competing for the cores")
     parser.add_argument("--statistic", choices=("median", "min"), default="median",
                         help="min is the better estimate when other programs load the machine")
+    parser.add_argument("--layers", choices=sorted(LAYER_SETS), default="dcgan",
+                        help="which layer shapes (default: %(default)s)")
     parser.add_argument("--only", help="substring of the layer names to run, e.g. 'D'")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     xp = array_module_for(args.device)
-    layers = [layer for layer in LAYERS if args.only is None or args.only in layer[0]]
+    layers = [layer for layer in LAYER_SETS[args.layers] if args.only is None or args.only in layer[0]]
 
     sync = (lambda: None) if args.device == "cpu" else xp.cuda.Device().synchronize
     try:

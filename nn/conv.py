@@ -120,6 +120,18 @@ def _conv_transpose2d_forward(x, weight, stride, padding, output_padding):
     c, o, kh, kw = weight.shape
     n, _, h, w = x.shape
     out_size = _transpose_out_size(x.shape[2:], (kh, kw), stride, padding, output_padding)
+    if stride == (1, 1) and padding[0] < kh and padding[1] < kw and out_size[0] <= h \
+            and out_size[1] <= w:
+        # With stride 1, scattering every input pixel's patch equals gathering a window around
+        # every output pixel: a conv2d with the kernel flipped and its two channel axes swapped,
+        #   y[n, o, a, b] = sum_{c, ky, kx} W[c, o, kh-1-ky, kw-1-kx] * xq[n, c, a + ky, b + kx],
+        # xq = x zero-padded by kh-1-p. im2col + one product, no col2im. This is the input
+        # gradient of every "same" conv (3x3, padding 1); when the output is larger than the
+        # input (DCGAN's 1x1 -> 4x4) the gather would multiply mostly padding, so it scatters.
+        flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)     # (O, C, kh, kw)
+        pad = (kh - 1 - padding[0], kw - 1 - padding[1])
+        cols = _im2col(x, (kh, kw), stride, pad, out_size)
+        return _conv2d_forward(cols, flipped, (n, *out_size))
     w_mat = weight.transpose(0, 2, 3, 1).reshape(c, kh * kw * o)   # Wmat[c, (ky, kx, o)]
     cols = (_nhwc_matrix(x) @ w_mat).reshape(n, h, w, kh, kw, o)
     y = _col2im(cols, out_size, stride, padding)

@@ -23,6 +23,9 @@ TRANSPOSE_CASES = [
     (2, 2, 2, 3, 3, 4, 4, 2, 1, 0),
     (2, 3, 2, 1, 1, 4, 4, 1, 0, 0),            # DCGAN's first generator layer: 1x1 -> 4x4
     (2, 2, 2, 3, 2, 3, 2, (2, 1), (1, 0), (1, 0)),
+    (2, 2, 3, 5, 4, 3, 2, 1, 1, 0),            # stride 1, output <= input: a flipped conv2d
+    (2, 3, 2, 6, 6, 3, 3, 1, 1, 0),            # the input gradient of a 3x3 'same' conv
+    (2, 2, 2, 6, 5, 2, 2, 1, 2, 0),            # stride 1, padding >= kernel: the col2im route
 ]
 
 
