@@ -54,6 +54,9 @@ def flags():
                         "for all or a comma list (default: %(default)s)")
     g.add_argument("--fade-images", type=int, default=4000,
                    help="images over which each new resolution fades in (default: %(default)s)")
+    g.add_argument("--no-blur", dest="blur", action="store_false",
+                   help="leave out the [1,2,1] low-pass filter after G's upsampling convs and "
+                        "before D's downsampling ones (the official code has it)")
     g.add_argument("--loss", choices=LOSSES, default="ns-r1",
                    help="non-saturating + R1, or WGAN-GP + drift (default: %(default)s)")
     g.add_argument("--gamma", type=float, default=10.0, help="R1 weight (default: %(default)s)")

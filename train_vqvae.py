@@ -59,11 +59,11 @@ def flags():
                    help="learn the codebook by its loss instead of moving averages")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate at the start; it decays along a cosine to 5%% of it (default: %(default)s)")
     g = p.add_argument_group("PixelCNN prior (stage 2)")
-    g.add_argument("--prior-epochs", type=int, default=6, help="default: %(default)s")
+    g.add_argument("--prior-epochs", type=int, default=12, help="default: %(default)s")
     g.add_argument("--prior-channels", type=int, default=32, help="default: %(default)s")
-    g.add_argument("--prior-layers", type=int, default=8, help="gated layers (default: %(default)s)")
+    g.add_argument("--prior-layers", type=int, default=10, help="gated layers (default: %(default)s)")
     g.add_argument("--prior-lr", type=float, default=1e-3, help="default: %(default)s")
-    g.add_argument("--augment-copies", type=int, default=4,
+    g.add_argument("--augment-copies", type=int, default=8,
                    help="augmented copies of each training slice to encode for the prior "
                         "(default: %(default)s)")
     g = p.add_argument_group("sampling (stage 3)")
@@ -80,7 +80,8 @@ def build_vqvae(cfg):
 
 
 def build_prior(cfg):
-    return GatedPixelCNN(cfg.codes, cfg.prior_channels, cfg.prior_layers)
+    side = code_side(cfg)
+    return GatedPixelCNN(cfg.codes, cfg.prior_channels, cfg.prior_layers, map_size=(side, side))
 
 
 def code_side(cfg):

@@ -22,6 +22,12 @@ The gated PixelCNN avoids it with two stacks:
                       "mask B").
 
 Each stack is gated: y = tanh(a) * sigmoid(b), a and b the two halves of the convolution output.
+With `map_size` given, both gates also get a learned map of the position (the paper's
+location-dependent conditioning, Sec. 2.3: y = tanh(W_f * x + V_f * s) * sigmoid(W_g * x + V_g * s),
+with s a learned (E, h, w) map and V 1x1 convolutions). Convolutions are translation-equivariant
+and only the top and left borders are visible through the padding, so without it the prior cannot
+tell row 14 from row 10; brain slices, and the VQ-VAE's background codes near the frame, depend on
+where they are. s does not depend on any code, so causality is untouched.
 The horizontal stack ends with a 1x1 convolution and a residual connection (except in the first
 layer). Causality is enforced by padding only at the top and left and cropping, instead of masks.
 A head (ReLU, 1x1, ReLU, 1x1) maps h to K logits per position; training minimises the cross
@@ -49,7 +55,7 @@ def shift_down(x):
 class GatedLayer(nn.Module):
     """One layer of the two stacks (paper Fig. 2). `first=True` makes it the mask-A layer."""
 
-    def __init__(self, channels, kernel, first=False):
+    def __init__(self, channels, kernel, first=False, position_channels=0):
         super().__init__()
         self.first, self.half = first, kernel // 2
         width = self.half if first else self.half + 1   # first layer: strictly left of j
@@ -57,8 +63,12 @@ class GatedLayer(nn.Module):
         self.vertical_to_horizontal = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.horizontal = nn.Conv2d(channels, 2 * channels, (1, width))
         self.horizontal_out = nn.Conv2d(channels, channels, 1)
+        if position_channels:   # V_v * s and V_h * s: the position's say in each gate
+            self.position_to_vertical = nn.Conv2d(position_channels, 2 * channels, 1)
+            self.position_to_horizontal = nn.Conv2d(position_channels, 2 * channels, 1)
+        self.conditioned = bool(position_channels)
 
-    def forward(self, v, h):
+    def forward(self, v, h, position=None):
         height, width = v.shape[2:]
         k = self.half
         # rows i-k .. i, columns j-k .. j+k: pad k rows on top and k columns on each side
@@ -66,6 +76,9 @@ class GatedLayer(nn.Module):
         # columns j-k .. j (first layer: j-k .. j-1, by padding k on the left and cropping)
         h_pre = self.horizontal(F.pad(h, (k, 0, 0, 0)))[:, :, :, :width]
         h_pre = h_pre + self.vertical_to_horizontal(shift_down(v_pre))
+        if self.conditioned:
+            v_pre = v_pre + self.position_to_vertical(position)
+            h_pre = h_pre + self.position_to_horizontal(position)
         h_out = self.horizontal_out(gate(h_pre))
         if not self.first:
             h_out = h_out + h
@@ -76,16 +89,25 @@ class GatedPixelCNN(nn.Module):
     """Codes (N, h, w) in 0..K-1 -> logits (N, K, h, w) for the same positions.
 
     num_codes: K; channels: width of both stacks; n_layers: gated layers (the first uses a
-    kernel of `first_kernel`, the others `kernel`).
+    kernel of `first_kernel`, the others `kernel`). map_size: (h, w) of the code maps, to learn a
+    position map s of `position_channels` channels that conditions every gate (None: no s; maps
+    of any size then work). A map smaller than map_size uses its top-left part (sampling runs on
+    the top rows only).
     """
 
-    def __init__(self, num_codes=128, channels=64, n_layers=8, kernel=3, first_kernel=7):
+    def __init__(self, num_codes=128, channels=64, n_layers=8, kernel=3, first_kernel=7,
+                 map_size=None, position_channels=8):
         super().__init__()
         self.num_codes = num_codes
         self.embedding = nn.Parameter(np.zeros((num_codes, channels), np.float32))
         nn.init.normal_(self.embedding)
-        layers = [GatedLayer(channels, first_kernel, first=True)]
-        layers += [GatedLayer(channels, kernel) for _ in range(n_layers - 1)]
+        self.position = None
+        if map_size is not None:
+            self.position = nn.Parameter(np.zeros((1, position_channels, *map_size), np.float32))
+            nn.init.normal_(self.position)
+        e = position_channels if map_size is not None else 0
+        layers = [GatedLayer(channels, first_kernel, first=True, position_channels=e)]
+        layers += [GatedLayer(channels, kernel, position_channels=e) for _ in range(n_layers - 1)]
         self.layers = nn.ModuleList(layers)
         self.head_hidden = nn.Conv2d(channels, channels, 1)
         self.head_out = nn.Conv2d(channels, num_codes, 1)
@@ -100,9 +122,17 @@ class GatedPixelCNN(nn.Module):
 
     def forward(self, codes):
         x = self.embed(codes)
+        position = None
+        if self.position is not None:
+            height, width = x.shape[2:]
+            if height > self.position.shape[2] or width > self.position.shape[3]:
+                raise ValueError(f"code maps of {height}x{width} are larger than the "
+                                 f"{self.position.shape[2]}x{self.position.shape[3]} this prior "
+                                 f"was built for")
+            position = self.position[:, :, :height, :width]
         v, h = x, x
         for layer in self.layers:
-            v, h = layer(v, h)
+            v, h = layer(v, h, position)
         return self.head_out(F.relu(self.head_hidden(F.relu(h))))
 
     def loss(self, codes):

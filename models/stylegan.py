@@ -4,6 +4,8 @@ Generator  = mapping network f: z -> w, then a synthesis network g that starts f
              constant 4x4 map and, at every layer, adds noise and applies the style of w (AdaIN).
 Discriminator mirrors the synthesis network: from-image 1x1 conv, [conv3, conv3, avg-pool] blocks,
              minibatch standard deviation and conv3 + dense + dense at 4x4. No batch norm.
+With blur=True (train_stylegan.py's default) a [1, 2, 1] low-pass filter follows every upsampling
+conv in G and precedes every downsampling conv in D, as in the official code.
 
 Both networks are built for every resolution up to `image_size` but run only up to the current one.
 While a new resolution R is faded in, alpha goes from 0 to 1 (Karras et al. 2018, figure 2):
@@ -26,7 +28,7 @@ import nn
 import nn.functional as F
 from nn.ops import broadcast_to
 
-from .stylegan_layers import (EqualConv2d, EqualLinear, NoiseInjection, StyleModulation,
+from .stylegan_layers import (EqualConv2d, EqualLinear, NoiseInjection, StyleModulation, blur,
                               lrelu)
 
 START_RESOLUTION = 8
@@ -95,9 +97,10 @@ class StyleLayer(nn.Module):
     The conv's bias is added before the noise instead of after it; both are additions, so the
     result is the same as the paper's order (Karras et al. 2019, figure 1b)."""
 
-    def __init__(self, in_channels, out_channels, w_dim, has_conv=True, rng=None):
+    def __init__(self, in_channels, out_channels, w_dim, has_conv=True, blur_after_conv=False,
+                 rng=None):
         super().__init__()
-        self.has_conv = has_conv
+        self.has_conv, self.blur_after_conv = has_conv, blur_after_conv
         if has_conv:
             self.conv = EqualConv2d(in_channels, out_channels, 3, rng=rng)
         self.noise = NoiseInjection(out_channels)
@@ -106,6 +109,8 @@ class StyleLayer(nn.Module):
     def forward(self, x, w, noise):
         if self.has_conv:
             x = self.conv(x)
+            if self.blur_after_conv:
+                x = blur(x)
         x = lrelu(self.noise(x, noise))
         return self.style(x, w)
 
@@ -114,13 +119,14 @@ class SynthesisBlock(nn.Module):
     """One resolution of g: (upsample, style layer, style layer); at 4x4 the input is the learned
     constant (initialised to ones) and its first layer has no conv."""
 
-    def __init__(self, resolution, in_channels, out_channels, w_dim, rng=None):
+    def __init__(self, resolution, in_channels, out_channels, w_dim, blur=False, rng=None):
         super().__init__()
         self.resolution = resolution
         first = resolution == 4
         if first:
             self.const = nn.Parameter(np.ones((1, out_channels, 4, 4), dtype=np.float32))
-        self.layer0 = StyleLayer(in_channels, out_channels, w_dim, has_conv=not first, rng=rng)
+        self.layer0 = StyleLayer(in_channels, out_channels, w_dim, has_conv=not first,
+                                 blur_after_conv=blur and not first, rng=rng)
         self.layer1 = StyleLayer(out_channels, out_channels, w_dim, rng=rng)
 
     def forward(self, x, w0, w1, noise0, noise1, features=None):
@@ -140,13 +146,13 @@ class SynthesisBlock(nn.Module):
 class SynthesisNetwork(nn.Module):
     """g(w_0, ..., w_{L-1}): the image at `resolution`, faded in with `alpha` (see module doc)."""
 
-    def __init__(self, image_size, w_dim, widths, rng=None):
+    def __init__(self, image_size, w_dim, widths, blur=False, rng=None):
         super().__init__()
         self.image_size = image_size
         self.resolutions = resolutions_up_to(image_size)
         previous = widths[4]
         for r in self.resolutions:
-            setattr(self, f"block{r}", SynthesisBlock(r, previous, widths[r], w_dim, rng=rng))
+            setattr(self, f"block{r}", SynthesisBlock(r, previous, widths[r], w_dim, blur, rng=rng))
             setattr(self, f"to_image{r}", EqualConv2d(widths[r], 1, 1, gain=1.0, rng=rng))
             previous = widths[r]
 
@@ -191,15 +197,16 @@ class Generator(nn.Module):
     """Mapping network + synthesis network, with the truncation trick and style mixing."""
 
     def __init__(self, image_size=64, z_dim=64, w_dim=64, mapping_layers=8, fmap_base=1024,
-                 fmap_max=64, seed=0):
+                 fmap_max=64, seed=0, blur=False):
         super().__init__()
         rng = np.random.default_rng(seed)
         self.config = dict(image_size=image_size, z_dim=z_dim, w_dim=w_dim,
-                           mapping_layers=mapping_layers, fmap_base=fmap_base, fmap_max=fmap_max)
+                           mapping_layers=mapping_layers, fmap_base=fmap_base, fmap_max=fmap_max,
+                           blur=blur)
         self.z_dim, self.w_dim = z_dim, w_dim
         self.widths = channel_widths(image_size, fmap_base, fmap_max)
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, rng=rng)
-        self.synthesis = SynthesisNetwork(image_size, w_dim, self.widths, rng=rng)
+        self.synthesis = SynthesisNetwork(image_size, w_dim, self.widths, blur, rng=rng)
 
     def forward(self, z, resolution, alpha=1.0, noise=None, z_mix=None, crossover=None,
                 w_avg=None, psi=None):
@@ -239,15 +246,18 @@ def truncate(ws, w_avg, psi, cutoff=None):
 # ---- the discriminator ------------------------------------------------------------------------
 
 class DiscriminatorBlock(nn.Module):
-    """conv3 -> LeakyReLU -> conv3 -> LeakyReLU -> 2x2 average pool: resolution R to R/2."""
+    """conv3 -> LeakyReLU -> [blur ->] conv3 -> LeakyReLU -> 2x2 average pool: R to R/2."""
 
-    def __init__(self, in_channels, out_channels, rng=None):
+    def __init__(self, in_channels, out_channels, blur=False, rng=None):
         super().__init__()
+        self.blur = blur
         self.conv0 = EqualConv2d(in_channels, in_channels, 3, rng=rng)
         self.conv1 = EqualConv2d(in_channels, out_channels, 3, rng=rng)
 
     def forward(self, x):
         x = lrelu(self.conv0(x))
+        if self.blur:
+            x = blur(x)
         x = lrelu(self.conv1(x))
         return downsample(x)
 
@@ -256,16 +266,18 @@ class Discriminator(nn.Module):
     """D(image) -> one score per image, (B, 1). Minibatch standard deviation at 4x4 (Karras et al.
     2018, section 3: the spread of features across a group of 4 samples, as one extra map)."""
 
-    def __init__(self, image_size=64, fmap_base=1024, fmap_max=64, mbstd_group=4, seed=1):
+    def __init__(self, image_size=64, fmap_base=1024, fmap_max=64, mbstd_group=4, seed=1,
+                 blur=False):
         super().__init__()
         rng = np.random.default_rng(seed)
         self.config = dict(image_size=image_size, fmap_base=fmap_base, fmap_max=fmap_max,
-                           mbstd_group=mbstd_group)
+                           mbstd_group=mbstd_group, blur=blur)
         self.mbstd_group = mbstd_group
         self.widths = widths = channel_widths(image_size, fmap_base, fmap_max)
         for r in resolutions_up_to(image_size, START_RESOLUTION):
             setattr(self, f"from_image{r}", EqualConv2d(1, widths[r], 1, rng=rng))
-            setattr(self, f"block{r}", DiscriminatorBlock(widths[r], widths[r // 2], rng=rng))
+            setattr(self, f"block{r}", DiscriminatorBlock(widths[r], widths[r // 2], blur,
+                                                          rng=rng))
         c = widths[4]
         self.final_conv = EqualConv2d(c + 1, c, 3, rng=rng)
         self.final_dense = EqualLinear(c * 16, c, rng=rng)
@@ -355,9 +367,11 @@ def set_requires_grad(model, flag):
 def build(config, seed=0):
     """Generator and Discriminator from a run's settings (a dict or argparse.Namespace)."""
     c = config if isinstance(config, dict) else vars(config)
+    blur = c.get("blur", False)   # runs from before the blur existed have no "blur" setting
     generator = Generator(c["image_size"], c["z_dim"], c["w_dim"], c["mapping_layers"],
-                          c["fmap_base"], c["fmap_max"], seed=seed)
-    discriminator = Discriminator(c["image_size"], c["fmap_base"], c["fmap_max"], seed=seed + 1)
+                          c["fmap_base"], c["fmap_max"], seed=seed, blur=blur)
+    discriminator = Discriminator(c["image_size"], c["fmap_base"], c["fmap_max"], seed=seed + 1,
+                                  blur=blur)
     return generator, discriminator
 
 

@@ -27,6 +27,20 @@ def lrelu(x):
     return F.leaky_relu(x, LRELU_SLOPE)
 
 
+def blur(x):
+    """[1, 2, 1] x [1, 2, 1] / 16 low-pass filter of every channel of x (N, C, H, W), zero-padded.
+
+    StyleGAN applies it after every upsampling convolution in G and before every downsampling
+    one in D (Karras et al. 2019, appendix C; Zhang 2019, "Making convolutional networks
+    shift-invariant again"): without it, nearest-neighbour upsampling leaves a grid of stripes.
+    Written as shifted slices of the padded map, so it has first and second derivatives for free:
+        y[i, j] = sum_{a, b in -1..1} k[a] k[b] x[i + a, j + b],   k = (1, 2, 1) / 4
+    """
+    p = F.pad(x, (1, 1, 1, 1))
+    rows = (p[:, :, :-2] + 2.0 * p[:, :, 1:-1] + p[:, :, 2:]) * 0.25
+    return (rows[:, :, :, :-2] + 2.0 * rows[:, :, :, 1:-1] + rows[:, :, :, 2:]) * 0.25
+
+
 def channel_view(v):
     """A per-channel vector (C,) reshaped to (1, C, 1, 1) so that it broadcasts over NCHW maps."""
     return v.reshape(1, v.shape[0], 1, 1)

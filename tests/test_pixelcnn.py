@@ -1,5 +1,6 @@
 """Gated PixelCNN: causality (no look-ahead, no blind spot), sampling, the row-cropping shortcut."""
 import numpy as np
+import pytest
 
 import nn
 from models.pixelcnn import GatedPixelCNN, bits_per_code, draw
@@ -7,12 +8,12 @@ from models.pixelcnn import GatedPixelCNN, bits_per_code, draw
 K, SIDE = 5, 6
 
 
-def small_model(device, dtype=np.float64):
+def small_model(device, dtype=np.float64, map_size=(SIDE, SIDE)):
     """First layer 7x7-equivalent, then 3x3: after 3 layers every earlier position of a 6x6 map
-    is inside the receptive field."""
+    is inside the receptive field. With a learned position map unless map_size is None."""
     nn.manual_seed(0)
-    return GatedPixelCNN(num_codes=K, channels=6, n_layers=3, kernel=3, first_kernel=7).to(
-        device, dtype)
+    return GatedPixelCNN(num_codes=K, channels=6, n_layers=3, kernel=3, first_kernel=7,
+                         map_size=map_size).to(device, dtype)
 
 
 def logits_of(model, codes, device):
@@ -35,8 +36,9 @@ def dependence(model, device):
     return depends
 
 
-def test_causal_no_look_ahead_and_no_blind_spot(device):
-    depends = dependence(small_model(device), device)
+@pytest.mark.parametrize("map_size", [(SIDE, SIDE), None], ids=["position", "no-position"])
+def test_causal_no_look_ahead_and_no_blind_spot(device, map_size):
+    depends = dependence(small_model(device, map_size=map_size), device)
     n = SIDE * SIDE
     for p in range(n):
         for q in range(n):
@@ -102,3 +104,20 @@ def test_loss_in_bits_and_learning(device):
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.8 * first
+
+
+def test_the_position_map_tells_rows_apart_that_convolutions_cannot(device):
+    """On a constant map, far from the top and left borders, every position looks the same to a
+    plain gated PixelCNN (2 layers see at most 4 rows up); with the position map they differ."""
+    codes = np.zeros((1, 12, 12), dtype=np.int64)
+    for map_size, expect_different in (((12, 12), True), (None, False)):
+        nn.manual_seed(0)
+        model = GatedPixelCNN(num_codes=K, channels=6, n_layers=2, map_size=map_size).to(device)
+        logits = logits_of(model, codes, device)[0]
+        different = np.abs(logits[:, 9, 8] - logits[:, 11, 8]).max() > 1e-6
+        assert different == expect_different
+
+
+def test_a_map_larger_than_the_position_map_is_refused(device):
+    with pytest.raises(ValueError, match="larger than the 6x6"):
+        small_model(device)(np.zeros((1, SIDE + 1, SIDE), dtype=np.int64))

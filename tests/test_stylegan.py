@@ -8,7 +8,7 @@ import pytest
 import nn
 import nn.functional as F
 from models import stylegan as sg
-from models.stylegan_layers import EqualConv2d, EqualLinear
+from models.stylegan_layers import EqualConv2d, EqualLinear, blur
 from models.stylegan_losses import (discriminator_loss, interpolates, r1_penalty,
                                     wgan_gradient_penalty)
 
@@ -204,16 +204,51 @@ def test_average_generator_moves_towards_the_model():
     np.testing.assert_array_equal(G_ema.mapping.dense0.weight.numpy(), target)
 
 
+# ---- the [1, 2, 1] blur ------------------------------------------------------------------------------
+
+def test_blur_is_the_separable_1_2_1_filter_with_zero_padding():
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 6))
+    k = np.array([1.0, 2.0, 1.0]) / 4
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    expected = sum(k[a] * k[b] * padded[:, :, a:a + 5, b:b + 6] for a in range(3) for b in range(3))
+    np.testing.assert_allclose(blur(nn.Tensor(x)).numpy(), expected, rtol=1e-12)
+    flat = blur(nn.Tensor(np.ones((1, 1, 5, 5)))).numpy()
+    assert flat[0, 0, 2, 2] == 1.0 and flat[0, 0, 0, 0] == pytest.approx(9 / 16)
+
+
+def test_blur_gradients_first_and_second_order(device):
+    x = nn.Tensor(np.random.default_rng(1).standard_normal((2, 2, 4, 5)), requires_grad=True)
+    x = x.to(device)
+    assert nn.gradcheck(blur, [x])
+    assert nn.gradgradcheck(lambda t: blur(t) ** 2, [x])
+
+
+def test_blur_removes_the_nearest_upsampling_grid(device):
+    """A checkerboard (the worst grid) is flattened in the interior: its [1,2,1] response is 0."""
+    board = np.indices((8, 8)).sum(axis=0) % 2 * 2.0 - 1.0
+    out = blur(nn.Tensor(board[None, None]).to(device)).numpy()[0, 0]
+    np.testing.assert_allclose(out[1:-1, 1:-1], 0.0, atol=1e-12)
+
+
+def test_blur_setting_reaches_both_networks():
+    G, D = sg.build(dict(image_size=16, blur=True, **TINY))
+    assert G.synthesis.block(8).layer0.blur_after_conv and not G.synthesis.block(4).layer0.blur_after_conv
+    assert D.block(16).blur
+    G, D = sg.build(dict(image_size=16, **TINY))          # checkpoints from before the blur
+    assert not G.synthesis.block(8).layer0.blur_after_conv and not D.block(16).blur
+
+
 # ---- losses and gradient penalties ------------------------------------------------------------------
 
-def float64_discriminator(device):
-    D = sg.Discriminator(8, fmap_base=8, fmap_max=2, seed=3).to(device).double()
+def float64_discriminator(device, blur=False):
+    D = sg.Discriminator(8, fmap_base=8, fmap_max=2, seed=3, blur=blur).to(device).double()
     x = np.random.default_rng(4).standard_normal((4, 1, 8, 8))
     return D, x
 
 
-def test_r1_penalty_weight_gradient_matches_finite_differences(device):
-    D, x = float64_discriminator(device)
+@pytest.mark.parametrize("blur", [False, True], ids=["plain", "blur"])
+def test_r1_penalty_weight_gradient_matches_finite_differences(device, blur):
+    D, x = float64_discriminator(device, blur)
     reals = nn.Tensor(x, requires_grad=True).to(device)
     reals.requires_grad = True
     params = list(D.parameters())
