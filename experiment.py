@@ -382,18 +382,20 @@ class Run:
         self._steps_timed += 1
         self.progress.update(self._progress_text(step, values))
 
-    def begin_epoch(self, epoch, first_step, last_step, total_steps):
+    def begin_epoch(self, epoch, first_step, last_step, total_steps, epochs=None):
         """Call before an epoch's first step: epoch counts from 0, it runs steps first..last-1
-        (a resumed epoch may start in the middle), and the run ends at total_steps."""
+        (a resumed epoch may start in the middle), and the run ends at total_steps. `epochs`:
+        how many epochs this stage has, when it is not --epochs (the VQ-VAE's prior)."""
         self._epoch_values = {}
         self._epoch, self._first, self._last, self._total = epoch, first_step, last_step, total_steps
+        self._epochs = epochs or self.config.epochs
 
     def _progress_text(self, step, values):
         done = step - self._first
         width = 24
         filled = int(width * done / max(1, self._last - self._first))
         numbers = " ".join(f"{k} {v:.3f}" for k, v in values.items())
-        return (f"epoch {self._epoch + 1}/{self.config.epochs} [{'#' * filled}{'.' * (width - filled)}]"
+        return (f"epoch {self._epoch + 1}/{self._epochs} [{'#' * filled}{'.' * (width - filled)}]"
                 f" {done}/{self._last - self._first} {numbers} {self._seconds_per_step():.2f}s/step")
 
     def _seconds_per_step(self):
@@ -408,7 +410,7 @@ class Run:
         epoch, step, total_steps = self._epoch, self._last, self._total
         left = per_step * (total_steps - step)
         numbers = "  ".join(f"{k} {v:.3f}" for k, v in means.items())
-        line = (f"epoch {epoch + 1:>3}/{self.config.epochs}  step {step}/{total_steps}  {numbers}  "
+        line = (f"epoch {epoch + 1:>3}/{self._epochs}  step {step}/{total_steps}  {numbers}  "
                 f"{per_step:.2f} s/step  {_clock(self.elapsed)} elapsed, ~{_clock(left)} left")
         self.progress.finish(line)
         self.log("epoch", epoch=epoch + 1, step=step, seconds_per_step=round(per_step, 4),

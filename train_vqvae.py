@@ -216,7 +216,7 @@ def train_prior(run, state, model, prior, optimizer):
           f"({cfg.augment_copies} augmented copies of each training slice)", flush=True)
     for epoch in range(step // steps_per_epoch, cfg.prior_epochs):
         end = (epoch + 1) * steps_per_epoch
-        run.begin_epoch(epoch, offset + step, offset + end, offset + total)
+        run.begin_epoch(epoch, offset + step, offset + end, offset + total, cfg.prior_epochs)
         for step in range(step, end):
             pick = np.random.default_rng([cfg.seed, 2, step]).choice(
                 len(train_codes), cfg.batch_size, replace=len(train_codes) < cfg.batch_size)

@@ -194,6 +194,14 @@ def test_end_epoch_logs_means_and_draws_the_loss_plot(tmp_path, capsys):
     assert Image.open(tmp_path / "losses.png").size[0] > 100
 
 
+def test_a_stage_with_its_own_epoch_count_shows_it(tmp_path, capsys):
+    run = experiment.Run(make_parser(out=str(tmp_path), epochs=15).parse_args([]), "vqvae", "cpu")
+    run.begin_epoch(1, 10, 20, 30, epochs=3)        # e.g. the PixelCNN's --prior-epochs
+    run.record(11, nll_bits=2.0)
+    run.end_epoch()
+    assert "epoch   2/3  step 20/30" in capsys.readouterr().out
+
+
 def test_first_ctrl_c_asks_to_stop_and_the_second_one_interrupts(tmp_path):
     run = experiment.Run(make_parser(out=str(tmp_path)).parse_args([]), "dcgan", "cpu")
     previous = signal.signal(signal.SIGINT, run._on_sigint)
