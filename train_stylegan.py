@@ -1,6 +1,6 @@
 """Train a StyleGAN (Karras et al. 2019), grown progressively from 8x8 (Karras et al. 2018).
 
-    python train_stylegan.py                 # bundled MNI slices, 64x64, CPU (~20 min on 2 idle cores)
+    python train_stylegan.py                 # bundled MNI slices, 64x64, CPU (~23 min on 2 idle cores)
     python train_stylegan.py --out runs/stylegan --resume            # continue after Ctrl-C
     python train_stylegan.py --data /data/AD_NC --subset AD --device gpu --image-size 256 \\
         --fmap-base 4096 --fmap-max 256 --w-dim 256 --z-dim 256 --batch-size 32 \\
@@ -13,8 +13,8 @@ which is --epochs x --steps-per-epoch steps of --batch-size images. A run that e
 a lower resolution (the log says which). Adam's state is reset at every new resolution.
 
 Defaults: 64,000 images = 16,000 at 8x8, 16,000 at 16x16, 12,000 at 32x32, 20,000 at 64x64 (each
-new resolution faded in over 4,000), measured at about 4, 8, 17 and 40 ms per image on an idle
-2-core CPU: about 20 minutes. On a shared machine run with OPENBLAS_NUM_THREADS=1 (see
+new resolution faded in over 4,000), measured at 4.5, 9, 20 and 44 ms per image on an idle 2-core
+CPU: 23 minutes (19 with --no-blur). On a shared machine run with OPENBLAS_NUM_THREADS=1 (see
 docs/stylegan.md: busy-waiting BLAS threads made steps up to 25x slower).
 
 Writes to --out: samples/epoch_NNN.png (fixed latents, averaged generator, upscaled to the final
