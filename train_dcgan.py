@@ -7,6 +7,8 @@
 Not in the paper: dropout 0.4 after D's hidden layers (as in the TensorFlow DCGAN this project grew
 from). With the paper's D (--dropout 0) D wins outright on the bundled slices at 64x64 within ~200
 steps (D loss -> 0.002, G draws grey noise); with dropout 0.4 G draws brain-shaped blobs by step 100.
+Also not in the paper: samples and metrics come from a moving average of G's weights (as in
+StyleGAN; --ema-half-life 0 uses G itself), which draws less grainy slices than the last G.
 
 An "epoch" is --steps-per-epoch training steps (default 200); the bundled set is only 132 slices
 (4 batches), so batches are drawn pass after pass over the (freshly augmented) data. Give
@@ -47,6 +49,9 @@ def flags():
                    help="dropout in D after each hidden layer; 0 = the paper's D. Without it D wins "
                         "outright on the bundled 64x64 slices (D loss -> 0, G draws noise) "
                         "(default: %(default)s)")
+    g.add_argument("--ema-half-life", type=float, default=2000.0,
+                   help="images over which the average of G's weights used for samples forgets "
+                        "half; 0 = samples from G itself (default: %(default)s)")
     g.add_argument("--samples", type=int, default=64,
                    help="images in the per-epoch grid and the final report (default: %(default)s)")
     g.add_argument("--metrics-real", type=int, default=2000,
@@ -109,8 +114,13 @@ def train():
     # ---- models and optimizers (Radford et al. section 4: Adam, lr 2e-4, beta1 0.5) ---------------
     nn.manual_seed(cfg.seed)
     G, D = dcgan.build(cfg)
-    G.to(device)
-    D.to(device)
+    G_avg, _ = dcgan.build(cfg)                                   # the average of G, for samples
+    G_avg.load_state_dict(G.state_dict())
+    for model in (G, D, G_avg):
+        model.to(device)
+    averaging = cfg.ema_half_life > 0
+    beta = 0.5 ** (cfg.batch_size / cfg.ema_half_life) if averaging else None
+    sampler = G_avg if averaging else G                           # draws every picture and metric
     opt_g = nn.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     opt_d = nn.optim.Adam(D.parameters(), lr=cfg.lr_d or cfg.lr, betas=(cfg.beta1, 0.999))
     noise = np.random.default_rng([cfg.seed, 1])                  # z for every training step
@@ -121,6 +131,7 @@ def train():
         saved = run.checkpoint
         G.load_state_dict(saved["generator"])
         D.load_state_dict(saved["discriminator"])
+        G_avg.load_state_dict(saved.get("generator_avg", saved["generator"]))  # older runs: none
         opt_g.load_state_dict(saved["optimizer_g"])
         opt_d.load_state_dict(saved["optimizer_d"])
         experiment.set_rng_state(noise, saved["rng_noise"])
@@ -131,6 +142,7 @@ def train():
     def checkpoint(step):
         return {"step": step, "epoch": step // steps_per_epoch,
                 "generator": G.state_dict(), "discriminator": D.state_dict(),
+                "generator_avg": G_avg.state_dict(),
                 "optimizer_g": opt_g.state_dict(), "optimizer_d": opt_d.state_dict(),
                 "rng_noise": experiment.rng_state(noise),
                 "rng_nn": nn.get_rng_state()}
@@ -143,18 +155,21 @@ def train():
             z = noise.standard_normal((cfg.batch_size, cfg.nz), dtype=np.float32)
             losses = train_step(G, D, opt_g, opt_d, nn.Tensor(batch), nn.Tensor(z).to(device),
                                 cfg.real_label)
+            if averaging:
+                nn.optim.update_average(G_avg, G, beta)
             run.record(step + 1, **losses)
             if run.stop_requested:                                # Ctrl-C: save and stop cleanly
                 run.save(checkpoint(step + 1))
                 raise run.interrupted(step + 1)
         step = end
 
-        images.save_grid(dcgan.generate(G, fixed_z), run.path("samples", f"epoch_{epoch + 1:03d}.png"))
+        images.save_grid(dcgan.generate(sampler, fixed_z),
+                         run.path("samples", f"epoch_{epoch + 1:03d}.png"))
         run.end_epoch()
         run.save(checkpoint(step))
 
     # ---- how good are the samples? -----------------------------------------------------------------
-    samples = dcgan.generate(G, fixed_z)
+    samples = dcgan.generate(sampler, fixed_z)
     real = data.to_float(dataset.images)
     report = metrics.generation_report(samples, real, data_range=2.0, max_real=cfg.metrics_real,
                                        seed=cfg.seed)

@@ -319,7 +319,7 @@ def train():
             real = stylegan.fade_real_images(batch, resolution, alpha)
             started = time.perf_counter()
             log = train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, device)
-            stylegan.update_average(G_ema, G, ema_beta)
+            nn.optim.update_average(G_ema, G, ema_beta)   # samples come from G_ema
             seconds_and_images = timing.setdefault(resolution, [0.0, 0])
             seconds_and_images[0] += time.perf_counter() - started
             seconds_and_images[1] += cfg.batch_size

@@ -124,10 +124,11 @@ def generate(generator, z, batch_size=64):
 
 def sample(checkpoint, n, seed, device="cpu"):
     """generate.py's entry point: n images (float32 NumPy (n, 1, S, S), in [-1, 1]) from a DCGAN
-    checkpoint, with latent vectors z ~ N(0, I) drawn from `seed`."""
+    checkpoint's averaged generator (its plain G for runs saved before there was one), with
+    latent vectors z ~ N(0, I) drawn from `seed`."""
     config = checkpoint["config"]
     generator = Generator(config["image_size"], config["nz"], config["ngf"])
-    generator.load_state_dict(checkpoint["generator"])
+    generator.load_state_dict(checkpoint.get("generator_avg", checkpoint["generator"]))
     generator.to(device)
     z = np.random.default_rng(seed).standard_normal((n, config["nz"])).astype(np.float32)
     return generate(generator, z)

@@ -329,13 +329,6 @@ def copy_parameters(source, target):
         p_target.data = p_source.data.copy()
 
 
-def update_average(average, model, beta):
-    """Exponential moving average of weights, used for samples (Karras et al. 2018, section 4.1,
-    Karras et al. 2019, appendix C): theta_avg <- beta * theta_avg + (1 - beta) * theta."""
-    for p_avg, p in zip(average.parameters(), model.parameters()):
-        p_avg.data += (p.data - p_avg.data) * p.data.dtype.type(1.0 - beta)
-
-
 # ---- which parameters train at a resolution ----------------------------------------------------
 
 _RESOLUTION_IN_NAME = re.compile(r"(block|to_image|from_image)(\d+)\.")

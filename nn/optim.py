@@ -10,6 +10,9 @@
 float64 temporaries: float32 parameters stay float32). Parameters whose `.grad` is None are
 skipped, and their step count does not advance.
 
+`update_average(average, model, beta)` keeps an exponential moving average of a model's weights
+(the generator average of StyleGAN and of train_dcgan.py), like torch.optim.swa_utils.
+
 State is kept per parameter; `state_dict()` gives plain numbers and NumPy arrays, so it can be
 saved with nn.save, and `load_state_dict()` resumes training exactly. Moving the model with
 `model.to(...)` keeps its Parameter objects, so an optimizer made before the move keeps working;
@@ -213,3 +216,17 @@ class Adam(Optimizer):
         xp.divide(m, scratch, out=scratch)         # p -= step_size * m / denominator
         scratch *= step_size
         param -= scratch
+
+
+def update_average(average, model, beta):
+    """Exponential moving average of weights, for a copy of `model` used to draw samples
+    (Karras et al. 2018, section 4.1; Yazici et al. 2019, "The unusual effectiveness of averaging
+    in GAN training"):   theta_avg <- beta * theta_avg + (1 - beta) * theta.
+
+    Buffers (batch norm's running statistics) are copied from `model` as they are: they describe
+    the activations of the trained weights, which the averaged weights stay close to.
+    """
+    for p_avg, p in zip(average.parameters(), model.parameters()):
+        p_avg.data += (p.data - p_avg.data) * p.data.dtype.type(1.0 - beta)
+    for b_avg, b in zip(average.buffers(), model.buffers()):
+        b_avg.data[...] = b.data

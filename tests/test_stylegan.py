@@ -196,7 +196,7 @@ def test_parameters_at_leaves_out_unused_resolutions():
 def test_average_generator_moves_towards_the_model():
     G, G_ema = tiny_generator(seed=0), tiny_generator(seed=5)
     before = G_ema.mapping.dense0.weight.numpy().copy()
-    sg.update_average(G_ema, G, beta=0.75)
+    nn.optim.update_average(G_ema, G, beta=0.75)
     target = G.mapping.dense0.weight.numpy()
     np.testing.assert_allclose(G_ema.mapping.dense0.weight.numpy(),
                                0.75 * before + 0.25 * target, rtol=1e-5, atol=1e-4)
