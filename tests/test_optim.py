@@ -210,3 +210,17 @@ def test_optimizer_state_follows_a_moved_model(device):
     assert p.dtype == np.float64 and p.device == device
     assert optimizer.state[0]["exp_avg"].dtype == np.float64
     np.testing.assert_allclose(p.numpy(), [0.8, 1.8], rtol=1e-6)
+
+
+def test_update_average_moves_weights_and_copies_batch_norm_statistics(device):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).to(device)
+    average = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).to(device)
+    before = average[0].weight.numpy().copy()
+    x = np.random.default_rng(0).standard_normal((4, 1, 5, 5)).astype(np.float32)
+    model(nn.Tensor(x).to(device))                               # training mode: stats move
+    nn.optim.update_average(average, model, beta=0.75)
+    expected = 0.75 * before + 0.25 * model[0].weight.numpy()
+    np.testing.assert_allclose(average[0].weight.numpy(), expected, rtol=1e-6, atol=1e-7)
+    assert average[0].weight.dtype == np.float32
+    np.testing.assert_array_equal(average[1].running_mean.numpy(), model[1].running_mean.numpy())
+    assert np.abs(model[1].running_mean.numpy()).max() > 0       # the statistics really moved
