@@ -142,7 +142,7 @@ def train():
     def checkpoint(step):
         return {"step": step, "epoch": step // steps_per_epoch,
                 "generator": G.state_dict(), "discriminator": D.state_dict(),
-                "generator_avg": G_avg.state_dict(),
+                "generator_avg": sampler.state_dict(),            # what generate.py samples
                 "optimizer_g": opt_g.state_dict(), "optimizer_d": opt_d.state_dict(),
                 "rng_noise": experiment.rng_state(noise),
                 "rng_nn": nn.get_rng_state()}
