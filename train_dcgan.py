@@ -1,6 +1,6 @@
 """Train a DCGAN (Radford, Metz & Chintala 2016) on brain MRI slices.
 
-    python train_dcgan.py                          # bundled MNI slices, 64x64, CPU (~19 min, 2 cores)
+    python train_dcgan.py                          # bundled MNI slices, 64x64, CPU (~17 min, 2 cores)
     python train_dcgan.py --out runs/dcgan --resume              # continue after Ctrl-C
     python train_dcgan.py --data /data/OASIS --steps-per-epoch 0 --device gpu --image-size 256
 
