@@ -114,13 +114,13 @@ def train():
     # ---- models and optimizers (Radford et al. section 4: Adam, lr 2e-4, beta1 0.5) ---------------
     nn.manual_seed(cfg.seed)
     G, D = dcgan.build(cfg)
-    G_avg, _ = dcgan.build(cfg)                                   # the average of G, for samples
-    G_avg.load_state_dict(G.state_dict())
-    for model in (G, D, G_avg):
+    G_ema, _ = dcgan.build(cfg)                                   # the average of G, for samples
+    G_ema.load_state_dict(G.state_dict())
+    for model in (G, D, G_ema):
         model.to(device)
     averaging = cfg.ema_half_life > 0
     beta = 0.5 ** (cfg.batch_size / cfg.ema_half_life) if averaging else None
-    sampler = G_avg if averaging else G                           # draws every picture and metric
+    sampler = G_ema if averaging else G                           # draws every picture and metric
     opt_g = nn.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     opt_d = nn.optim.Adam(D.parameters(), lr=cfg.lr_d or cfg.lr, betas=(cfg.beta1, 0.999))
     noise = np.random.default_rng([cfg.seed, 1])                  # z for every training step
@@ -131,7 +131,7 @@ def train():
         saved = run.checkpoint
         G.load_state_dict(saved["generator"])
         D.load_state_dict(saved["discriminator"])
-        G_avg.load_state_dict(saved.get("generator_avg", saved["generator"]))  # older runs: none
+        G_ema.load_state_dict(saved.get("generator_ema", saved["generator"]))  # older runs: none
         opt_g.load_state_dict(saved["optimizer_g"])
         opt_d.load_state_dict(saved["optimizer_d"])
         experiment.set_rng_state(noise, saved["rng_noise"])
@@ -142,7 +142,7 @@ def train():
     def checkpoint(step):
         return {"step": step, "epoch": step // steps_per_epoch,
                 "generator": G.state_dict(), "discriminator": D.state_dict(),
-                "generator_avg": sampler.state_dict(),            # what generate.py samples
+                "generator_ema": sampler.state_dict(),            # what generate.py samples
                 "optimizer_g": opt_g.state_dict(), "optimizer_d": opt_d.state_dict(),
                 "rng_noise": experiment.rng_state(noise),
                 "rng_nn": nn.get_rng_state()}
@@ -156,7 +156,7 @@ def train():
             losses = train_step(G, D, opt_g, opt_d, nn.Tensor(batch), nn.Tensor(z).to(device),
                                 cfg.real_label)
             if averaging:
-                nn.optim.update_average(G_avg, G, beta)
+                nn.optim.update_average(G_ema, G, beta)
             run.record(step + 1, **losses)
             if run.stop_requested:                                # Ctrl-C: save and stop cleanly
                 run.save(checkpoint(step + 1))

@@ -249,7 +249,7 @@ def train():
     # ---- models: G, D and the averaged G used for every picture ---------------------------------
     G, D = stylegan.build(cfg, seed=cfg.seed)
     G_ema, _ = stylegan.build(cfg, seed=cfg.seed)
-    stylegan.copy_parameters(G, G_ema)
+    G_ema.load_state_dict(G.state_dict())
     for model in (G, D, G_ema):
         model.to(device)
     ema_beta = 0.5 ** (cfg.batch_size / cfg.ema_half_life)

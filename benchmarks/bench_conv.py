@@ -153,7 +153,8 @@ def main():
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     xp = array_module_for(args.device)
-    layers = [layer for layer in LAYER_SETS[args.layers] if args.only is None or args.only in layer[0]]
+    layers = [layer for layer in LAYER_SETS[args.layers]
+              if args.only is None or args.only in layer[0]]
 
     sync = (lambda: None) if args.device == "cpu" else xp.cuda.Device().synchronize
     try:

@@ -128,7 +128,7 @@ def sample(checkpoint, n, seed, device="cpu"):
     latent vectors z ~ N(0, I) drawn from `seed`."""
     config = checkpoint["config"]
     generator = Generator(config["image_size"], config["nz"], config["ngf"])
-    generator.load_state_dict(checkpoint.get("generator_avg", checkpoint["generator"]))
+    generator.load_state_dict(checkpoint.get("generator_ema", checkpoint["generator"]))
     generator.to(device)
     z = np.random.default_rng(seed).standard_normal((n, config["nz"])).astype(np.float32)
     return generate(generator, z)

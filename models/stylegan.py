@@ -250,13 +250,13 @@ class DiscriminatorBlock(nn.Module):
 
     def __init__(self, in_channels, out_channels, blur=False, rng=None):
         super().__init__()
-        self.blur = blur
+        self.blur_before_conv1 = blur
         self.conv0 = EqualConv2d(in_channels, in_channels, 3, rng=rng)
         self.conv1 = EqualConv2d(in_channels, out_channels, 3, rng=rng)
 
     def forward(self, x):
         x = lrelu(self.conv0(x))
-        if self.blur:
+        if self.blur_before_conv1:
             x = blur(x)
         x = lrelu(self.conv1(x))
         return downsample(x)
@@ -321,12 +321,6 @@ def fade_real_images(images, resolution, alpha):
         coarse = downscale_array(x, 2).repeat(2, axis=2).repeat(2, axis=3)
         x = coarse + (x - coarse) * x.dtype.type(alpha)
     return x
-
-
-def copy_parameters(source, target):
-    """target's parameters <- copies of source's (same architecture)."""
-    for p_target, p_source in zip(target.parameters(), source.parameters()):
-        p_target.data = p_source.data.copy()
 
 
 # ---- which parameters train at a resolution ----------------------------------------------------

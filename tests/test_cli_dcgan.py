@@ -35,7 +35,7 @@ def train(out, *args, check=True):
 def assert_same_weights(path_a, path_b):
     a, b = experiment.load_checkpoint(path_a), experiment.load_checkpoint(path_b)
     assert a["step"] == b["step"]
-    for part in ("generator", "discriminator", "generator_avg"):
+    for part in ("generator", "discriminator", "generator_ema"):
         assert a[part].keys() == b[part].keys()
         for key in a[part]:
             np.testing.assert_array_equal(a[part][key], b[part][key], err_msg=f"{part}.{key}")
@@ -79,7 +79,7 @@ def test_a_tiny_run_writes_every_output(finished):
     checkpoint = experiment.load_checkpoint(out / "checkpoint.npz", "dcgan")
     assert checkpoint["step"] == 6 and checkpoint["epoch"] == 2
     assert checkpoint["config"]["ngf"] == 4 and len(checkpoint["history"]["loss_g"]) == 6
-    average, last = checkpoint["generator_avg"], checkpoint["generator"]   # samples come from the
+    average, last = checkpoint["generator_ema"], checkpoint["generator"]   # samples come from the
     assert average.keys() == last.keys()                                     # average of G's weights
     assert any(not np.array_equal(average[k], last[k]) for k in average)
     assert json.load(open(out / "config.json"))["image_size"] == 16

@@ -197,10 +197,12 @@ def test_average_generator_moves_towards_the_model():
     G, G_ema = tiny_generator(seed=0), tiny_generator(seed=5)
     before = G_ema.mapping.dense0.weight.numpy().copy()
     nn.optim.update_average(G_ema, G, beta=0.75)
-    target = G.mapping.dense0.weight.numpy()
+    target = G.mapping.dense0.weight.numpy().copy()
     np.testing.assert_allclose(G_ema.mapping.dense0.weight.numpy(),
                                0.75 * before + 0.25 * target, rtol=1e-5, atol=1e-4)
-    sg.copy_parameters(G, G_ema)
+    G_ema.load_state_dict(G.state_dict())            # how train_stylegan.py starts the average
+    np.testing.assert_array_equal(G_ema.mapping.dense0.weight.numpy(), target)
+    G.mapping.dense0.weight.data += 1.0                # a copy, not shared arrays
     np.testing.assert_array_equal(G_ema.mapping.dense0.weight.numpy(), target)
 
 
@@ -233,9 +235,9 @@ def test_blur_removes_the_nearest_upsampling_grid(device):
 def test_blur_setting_reaches_both_networks():
     G, D = sg.build(dict(image_size=16, blur=True, **TINY))
     assert G.synthesis.block(8).layer0.blur_after_conv and not G.synthesis.block(4).layer0.blur_after_conv
-    assert D.block(16).blur
+    assert D.block(16).blur_before_conv1
     G, D = sg.build(dict(image_size=16, **TINY))          # checkpoints from before the blur
-    assert not G.synthesis.block(8).layer0.blur_after_conv and not D.block(16).blur
+    assert not G.synthesis.block(8).layer0.blur_after_conv and not D.block(16).blur_before_conv1
 
 
 # ---- losses and gradient penalties ------------------------------------------------------------------
