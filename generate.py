@@ -24,8 +24,8 @@ import os
 
 import data
 import experiment
-import images
-import metrics
+from experiment import pictures
+from evaluation import ssim
 
 MODELS = ("dcgan", "vqvae", "stylegan")   # names a checkpoint may give; nothing else is imported
 OPTIONS = ("truncation", "temperature")
@@ -84,8 +84,8 @@ def generate():
     options = chosen_options(args, sampler, model)
 
     samples = sampler(checkpoint, args.n, args.seed, device, **options)
-    paths = images.save_images(samples, args.out)
-    grid = images.save_grid(samples, os.path.join(args.out, "grid.png"))
+    paths = pictures.save_images(samples, args.out)
+    grid = pictures.save_grid(samples, os.path.join(args.out, "grid.png"))
     print(f"{model} (step {checkpoint['step']}): wrote {len(paths)} images to {args.out}/ "
           f"and {grid}", flush=True)
 
@@ -94,16 +94,14 @@ def generate():
         real = data.load_images(args.data or config.get("data"), image_size=samples.shape[-1],
                                 split=config.get("split", "all"), classes=config.get("classes"),
                                 cache_dir=os.path.join(args.out, "cache"))
-        report = metrics.generation_report(samples, data.to_float(real.images), data_range=2.0,
+        report = ssim.generation_report(samples, data.to_float(real.images), data_range=2.0,
                                            max_real=config.get("metrics_real", 2000), seed=args.seed)
         report.update(model=model, checkpoint=os.path.abspath(args.checkpoint),
                       step=checkpoint["step"], seed=args.seed, **options)
         with open(os.path.join(args.out, "metrics.json"), "w") as f:
             json.dump(report, f, indent=2)
-        print(f"nearest-neighbour SSIM {report['nn_ssim_mean']:.3f} +- {report['nn_ssim_std']:.3f}"
-              f" against {report['n_real']} training images; pairwise SSIM among samples "
-              f"{report['pairwise_ssim_samples']:.3f} vs real {report['pairwise_ssim_real']:.3f}; "
-              f"written to {os.path.join(args.out, 'metrics.json')}", flush=True)
+        ssim.print_report(report)
+        print(f"metrics written to {os.path.join(args.out, 'metrics.json')}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import numpy as np
 
 import data
 import experiment
-import images
-import metrics
+from experiment import pictures
+from evaluation import ssim
 import nn
 import nn.functional as F
 from models import dcgan
@@ -163,7 +163,7 @@ def train():
                 raise run.interrupted(step + 1)
         step = end
 
-        images.save_grid(dcgan.generate(sampler, fixed_z),
+        pictures.save_grid(dcgan.generate(sampler, fixed_z),
                          run.path("samples", f"epoch_{epoch + 1:03d}.png"))
         run.end_epoch()
         run.save(checkpoint(step))
@@ -171,16 +171,12 @@ def train():
     # ---- how good are the samples? -----------------------------------------------------------------
     samples = dcgan.generate(sampler, fixed_z)
     real = data.to_float(dataset.images)
-    report = metrics.generation_report(samples, real, data_range=2.0, max_real=cfg.metrics_real,
+    report = ssim.generation_report(samples, real, data_range=2.0, max_real=cfg.metrics_real,
                                        seed=cfg.seed)
     run.log("report", step=step, **report)
-    print(f"nearest-neighbour SSIM {report['nn_ssim_mean']:.3f} +- {report['nn_ssim_std']:.3f} "
-          f"(course target >= 0.6); pairwise SSIM among samples "
-          f"{report['pairwise_ssim_samples']:.3f} vs among real images "
-          f"{report['pairwise_ssim_real']:.3f} (much higher = mode collapse)\n"
-          f"samples: {run.path('samples')}  losses: {run.path('losses.png')}  "
+    ssim.print_report(report)
+    print(f"samples: {run.path('samples')}  losses: {run.path('losses.png')}  "
           f"checkpoint: {run.checkpoint_path}", flush=True)
-
 
 if __name__ == "__main__":
     experiment.main(train)

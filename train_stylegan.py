@@ -32,8 +32,8 @@ import numpy as np
 
 import data
 import experiment
-import images
-import metrics
+from experiment import pictures
+from evaluation import ssim
 import nn
 from models import stylegan
 from models.stylegan_losses import LOSSES, discriminator_loss, generator_loss
@@ -179,7 +179,7 @@ def embedding_plots(groups, folder, title, seed):
     """Two scatter plots of every image in `groups` (name -> (N, 1, S, S)), pixels as vectors:
     the first two principal components (embedding_pca.png) and t-SNE of the first 50
     (embedding_tsne.png). Returns the two paths."""
-    import embedding   # here: only the end of a run needs it
+    from evaluation import embedding   # here: only the end of a run needs it
     names = list(groups)
     flat = np.concatenate([groups[name].reshape(len(groups[name]), -1) for name in names])
     labels = [name for name in names for _ in range(len(groups[name]))]
@@ -258,7 +258,7 @@ def train():
     fixed_z = fixed_rng.standard_normal((cfg.samples, cfg.z_dim)).astype(np.float32)
     fixed_noise_seed = int(fixed_rng.integers(2 ** 31))
 
-    def pictures(resolution):
+    def fixed_samples(resolution):
         """The averaged generator's images for the fixed latents and the fixed noise."""
         return stylegan.generate(G_ema, fixed_z, resolution, np.random.default_rng(fixed_noise_seed))
 
@@ -297,8 +297,8 @@ def train():
         """Pictures, loss curves and a copy of the checkpoint for the resolution just finished."""
         folder = os.path.join(cfg.out, "phases", f"res_{resolution}")
         os.makedirs(folder, exist_ok=True)
-        images.save_grid(pictures(resolution), os.path.join(folder, "samples.png"))
-        images.plot_losses(run.history, os.path.join(folder, "losses.png"),
+        pictures.save_grid(fixed_samples(resolution), os.path.join(folder, "samples.png"))
+        pictures.plot_losses(run.history, os.path.join(folder, "losses.png"),
                            title=f"StyleGAN up to {resolution}x{resolution}: losses per step")
         run.save(checkpoint(step))
         shutil.copyfile(run.checkpoint_path, os.path.join(folder, "checkpoint.npz"))
@@ -328,7 +328,7 @@ def train():
                 run.save(checkpoint(step + 1))
                 raise run.interrupted(step + 1)
         step = end
-        images.save_grid(upscale(pictures(resolution), cfg.image_size),
+        pictures.save_grid(upscale(fixed_samples(resolution), cfg.image_size),
                          run.path("samples", f"epoch_{epoch + 1:03d}.png"))
         run.end_epoch(resolution=resolution, alpha=round(alpha, 3),
                       seconds_per_image=seconds_per_image(resolution))
@@ -337,9 +337,9 @@ def train():
 
     # ---- how good are the samples? --------------------------------------------------------------
     report_rng = np.random.default_rng([cfg.seed, 3])
-    samples = pictures(resolution)
+    samples = fixed_samples(resolution)
     real = real_images(dataset, resolution, report_rng.permutation(len(dataset))[:cfg.metrics_real])
-    report = metrics.generation_report(samples, real, data_range=2.0, seed=cfg.seed)
+    report = ssim.generation_report(samples, real, data_range=2.0, seed=cfg.seed)
     groups = real_groups(dataset, resolution, cfg.samples, report_rng,
                          name=f"real {cfg.classes}" if cfg.classes else "real")
     groups[f"generated {cfg.classes}" if cfg.classes else "generated"] = samples
@@ -349,13 +349,10 @@ def train():
     rates = {r: seconds_per_image(r) for r in sorted(timing)}
     run.log("report", step=step, resolution=resolution, seconds_per_image=rates, **report)
     print(f"reached {resolution}x{resolution}; seconds per training image by resolution: "
-          + ", ".join(f"{r}x{r} {s:.4f}" for r, s in rates.items()) +
-          f"\nnearest-neighbour SSIM {report['nn_ssim_mean']:.3f} +- {report['nn_ssim_std']:.3f} "
-          f"(course target >= 0.6); pairwise SSIM among samples "
-          f"{report['pairwise_ssim_samples']:.3f} vs among real images "
-          f"{report['pairwise_ssim_real']:.3f} (much higher = mode collapse)\n"
-          f"samples: {run.path('phases')}  losses: {run.path('losses.png')}  embeddings: {', '.join(plots)}",
-          flush=True)
+          + ", ".join(f"{r}x{r} {s:.4f}" for r, s in rates.items()), flush=True)
+    ssim.print_report(report)
+    print(f"samples: {run.path('phases')}  losses: {run.path('losses.png')}  "
+          f"embeddings: {', '.join(plots)}", flush=True)
 
 
 if __name__ == "__main__":

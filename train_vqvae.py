@@ -26,6 +26,7 @@ originals above their reconstructions), reconstructions.png (with per-image SSIM
 (held-out slices and their code maps), samples.png (sampled code maps above the decoded images),
 samples/img_NNNN.png.
 """
+import argparse
 import os
 import sys
 
@@ -33,8 +34,8 @@ import numpy as np
 
 import data
 import experiment
-import images
-import metrics
+from experiment import pictures
+from evaluation import ssim
 import nn
 from models.pixelcnn import GatedPixelCNN, bits_per_code
 from models.vqvae import VQVAE, code_counts, perplexity
@@ -134,7 +135,7 @@ def reconstruct(model, images_float, batch_size=64):
 def held_out_ssim(model, held):
     """Per-image SSIM of the held-out slices' reconstructions, the reconstructions, the codes."""
     reconstruction, codes = reconstruct(model, held)
-    return metrics.ssim_batch(reconstruction[:, 0], held[:, 0], data_range=2.0), reconstruction, codes
+    return ssim.ssim_batch(reconstruction[:, 0], held[:, 0], data_range=2.0), reconstruction, codes
 
 
 def train_vqvae(run, state, model, optimizer, train_images, held):
@@ -162,11 +163,11 @@ def train_vqvae(run, state, model, optimizer, train_images, held):
                 raise run.interrupted(step + 1)
         step = end
         ssim, reconstruction, _ = held_out_ssim(model, held)
-        images.save_grid(np.concatenate([held[:8], reconstruction[:8]]),
+        pictures.save_grid(np.concatenate([held[:8], reconstruction[:8]]),
                          run.path("reconstructions", f"epoch_{epoch + 1:03d}.png"), nrow=8)
         run.end_epoch(held_out_ssim=float(ssim.mean()), codes_used=int((used > 0).sum()),
                       epoch_perplexity=perplexity(used))
-        images.plot_losses(run.history, run.path("vqvae_losses.png"), title="VQ-VAE: losses per step")
+        pictures.plot_losses(run.history, run.path("vqvae_losses.png"), title="VQ-VAE: losses per step")
         state.update(vqvae_steps=step, rng_restart=experiment.rng_state(rng))
         save(run, state, model=model, optimizer=optimizer)
 
@@ -232,7 +233,7 @@ def train_prior(run, state, model, prior, optimizer):
                 raise run.interrupted(offset + step + 1)
         step = end
         run.end_epoch(held_out_nll_bits=mean_bits(prior, held_codes, run.device))
-        images.plot_losses(run.history, run.path("prior_losses.png"),
+        pictures.plot_losses(run.history, run.path("prior_losses.png"),
                            title="PixelCNN prior: negative log-likelihood (bits per code)")
         state["prior_steps"] = step
         save(run, state, model=model, prior=prior, prior_optimizer=optimizer)
@@ -249,7 +250,7 @@ def sample_maps(model, prior, n, side, seed, temperature, device):
 
 def sample(checkpoint, n, seed, device, temperature=1.0):
     """n new images from a checkpoint (generate.py calls this): float32 (n, 1, S, S) in [-1, 1]."""
-    cfg = experiment.argparse.Namespace(**checkpoint["config"])
+    cfg = argparse.Namespace(**checkpoint["config"])
     if "prior" not in checkpoint:
         raise experiment.CheckpointError(
             "this VQ-VAE checkpoint has no trained prior yet; train it with "
@@ -270,16 +271,14 @@ def draw_samples(run, state, model, prior, train_images):
     model.eval()
     decoded, codes = sample_maps(model, prior, cfg.samples, side, cfg.seed, cfg.temperature,
                                  run.device)
-    images.save_images(decoded, run.path("samples"))
+    pictures.save_images(decoded, run.path("samples"))
     plot_samples(codes, decoded, cfg.codes, run.path("samples.png"))
-    report = metrics.generation_report(decoded, data.to_float(train_images), data_range=2.0,
+    report = ssim.generation_report(decoded, data.to_float(train_images), data_range=2.0,
                                        seed=cfg.seed)
     run.log("report", step=run_step(state), temperature=cfg.temperature,
             codes_used_in_samples=int(len(np.unique(codes))), **report)
-    print(f"samples: nearest-neighbour SSIM {report['nn_ssim_mean']:.3f} +- "
-          f"{report['nn_ssim_std']:.3f} (target >= 0.6); pairwise SSIM among samples "
-          f"{report['pairwise_ssim_samples']:.3f} vs among real slices "
-          f"{report['pairwise_ssim_real']:.3f}; pictures in {run.out}", flush=True)
+    ssim.print_report(report)
+    print(f"pictures in {run.out}", flush=True)
 
 
 # ---- pictures -------------------------------------------------------------------------------------

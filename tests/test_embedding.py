@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import embedding
+from evaluation import embedding
 
 
 def two_clusters(rng, n=150, dims=60, gap=6.0):

@@ -1,4 +1,4 @@
-"""The shared run machinery (experiment.py) and pictures (images.py), in-process and fast."""
+"""The shared run machinery (experiment/) and its pictures, in-process and fast."""
 import json
 import os
 import signal
@@ -9,7 +9,7 @@ from PIL import Image
 
 import data
 import experiment
-import images
+from experiment import pictures
 import nn
 import nn.serialization
 
@@ -232,7 +232,7 @@ def test_stream_walks_passes_and_resumes_exactly():
 
 def test_grid_places_every_image():
     batch = np.stack([np.full((1, 4, 4), v, dtype=np.float32) for v in (-1.0, 0.0, 1.0)])
-    canvas = images.grid(batch, nrow=2, padding=1)
+    canvas = pictures.grid(batch, nrow=2, padding=1)
     assert canvas.shape == (2 * 5 + 1, 2 * 5 + 1) and canvas.dtype == np.uint8
     assert canvas[1, 1] == 0 and canvas[1, 6] == 128 and canvas[6, 1] == 255
     assert canvas[6, 6] == 0                                            # empty fourth cell
@@ -240,14 +240,14 @@ def test_grid_places_every_image():
 
 def test_save_images_and_grid_write_pngs(tmp_path):
     batch = np.random.default_rng(0).uniform(-1, 1, (3, 1, 8, 8)).astype(np.float32)
-    paths = images.save_images(batch, tmp_path / "many")
+    paths = pictures.save_images(batch, tmp_path / "many")
     assert [os.path.basename(p) for p in paths] == ["img_0000.png", "img_0001.png", "img_0002.png"]
     np.testing.assert_array_equal(np.asarray(Image.open(paths[1])), data.to_uint8(batch[1, 0]))
-    grid_path = images.save_grid(batch, tmp_path / "grid.png")
+    grid_path = pictures.save_grid(batch, tmp_path / "grid.png")
     assert Image.open(grid_path).mode == "L"
     with pytest.raises(ValueError, match="single-channel"):
-        images.grid(np.zeros((2, 3, 4, 4)))
+        pictures.grid(np.zeros((2, 3, 4, 4)))
 
 
 def test_moving_average():
-    np.testing.assert_allclose(images.moving_average([1, 2, 3, 4], 2), [1, 1.5, 2.5, 3.5])
+    np.testing.assert_allclose(pictures.moving_average([1, 2, 3, 4], 2), [1, 1.5, 2.5, 3.5])

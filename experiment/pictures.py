@@ -1,8 +1,8 @@
 """Pictures of a run: image grids and single images (PNG, Pillow) and loss curves (PNG, matplotlib).
 
-    images.save_grid(batch, path, value_range=(-1, 1), nrow=None)   # (N, 1, H, W) or (N, H, W)
-    images.save_images(batch, folder, prefix="img_")               # img_0000.png, img_0001.png, ...
-    images.plot_losses(history, path, title="")                    # history: {"step": [...], name: [...]}
+    pictures.save_grid(batch, path, value_range=(-1, 1), nrow=None)   # (N, 1, H, W) or (N, H, W)
+    pictures.save_images(batch, folder, prefix="img_")               # img_0000.png, img_0001.png, ...
+    pictures.plot_losses(history, path, title="")                    # history: {"step": [...], name: [...]}
 
 Inputs may be NumPy or CuPy arrays (or nn.Tensors); nothing here needs a display.
 """

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import metrics
+from evaluation import ssim as metrics
 
 
 def slow_ssim(x, y, data_range):
@@ -128,6 +128,15 @@ def test_generation_report(rng):
     smaller = metrics.generation_report(samples, real, max_real=10, seed=1)
     assert smaller["n_real"] == 10 and smaller["nn_ssim_mean"] < 1.0 - 1e-6
 
+
+def test_print_report_prints_every_number_of_the_report(capsys):
+    report = {"nn_ssim_mean": 0.6341, "nn_ssim_std": 0.1236, "pairwise_ssim_samples": 0.3281,
+              "pairwise_ssim_real": 0.3442, "n_samples": 64, "n_real": 132}
+    metrics.print_report(report)
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and line.startswith("nearest-neighbour SSIM 0.634 +- 0.124 ")
+    assert "against 132 real images" in line
+    assert "among samples 0.328 vs among real images 0.344" in line
 
 def test_cupy_like_arrays_are_copied_to_the_host(rng):
     class FakeGpuArray:

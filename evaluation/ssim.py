@@ -282,3 +282,11 @@ def generation_report(samples, real, data_range=2.0, max_real=None, seed=0, max_
         "n_samples": int(len(samples)),
         "n_real": int(len(real)),
     }
+
+
+def print_report(report):
+    """Print a generation_report as the one line every script ends with."""
+    print(f"nearest-neighbour SSIM {report['nn_ssim_mean']:.3f} +- {report['nn_ssim_std']:.3f} "
+          f"against {report['n_real']} real images (course target >= 0.6); pairwise SSIM among "
+          f"samples {report['pairwise_ssim_samples']:.3f} vs among real images "
+          f"{report['pairwise_ssim_real']:.3f} (much higher = mode collapse)", flush=True)

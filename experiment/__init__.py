@@ -1,0 +1,25 @@
+"""Running an experiment: what train_dcgan.py, train_vqvae.py, train_stylegan.py and generate.py share.
+
+Everything a training script needs besides the model and the training step:
+
+    flags.py        experiment.parser(description, epochs=15, out="runs/dcgan", ...): the shared
+                    flags (--device --data --split --subset --image-size --epochs --steps-per-epoch
+                    --batch-size --seed --out --resume --overwrite); experiment.choose_device(name);
+                    run = experiment.start(parser, model="dcgan"): parse, pick the device, prepare
+                    --out, and on --resume load the checkpoint and its saved settings
+    run.py          the Run: output folder, metrics log (metrics.jsonl), loss history, progress
+                    line, epoch summaries, Ctrl-C, save and restore; experiment.load_images(config)
+                    and experiment.stream(loader, start, stop) (exactly resumable batches)
+    checkpoints.py  atomic checkpoint files, and one stateful object <-> what the file stores
+    pictures.py     sample grids, single images, loss curves and other figures (PNG)
+    progress.py     the one-line progress bar
+    errors.py       ExperimentError(message, code), CheckpointError, NonFiniteLoss, Interrupted,
+                    and experiment.main(fn): user errors become one line and an exit code (1; 2
+                    for bad flags or an unusable device; 130 for Ctrl-C), never a traceback
+"""
+from .checkpoints import (CHECKPOINT, FORMAT, load_checkpoint, load_state, rng_state,
+                          save_checkpoint, set_rng_state, state_of)
+from .errors import CheckpointError, ExperimentError, Interrupted, NonFiniteLoss, main
+from .flags import choose_device, parser, start
+from .run import METRICS, Run, load_images, stream
+from . import pictures

@@ -1,0 +1,194 @@
+"""The Run: one training run's output folder, metrics log, loss history, progress and checkpoints.
+
+    run = experiment.start(parser, model="dcgan")      # see flags.py
+    run.config, run.device, run.checkpoint             # settings, "cpu" | "gpu", loaded dict or None
+    run.path(*names)            a path inside the output folder (folders are created)
+    run.log(event, **fields)    append one JSON line to <out>/metrics.jsonl
+    run.begin_epoch(epoch, first_step, last_step, total_steps)   before an epoch's first step
+    run.record(step, **losses)  per training step: raises NonFiniteLoss on nan/inf, keeps the
+                                history, updates the progress bar
+    run.end_epoch(**extra)      prints and logs the epoch line, redraws <out>/losses.png
+    run.stop_requested          True after Ctrl-C; the loop then saves and raises run.interrupted(step)
+    run.save(state)             atomic <out>/checkpoint.npz
+"""
+import json
+import math
+import os
+import signal
+import time
+
+import numpy as np
+
+import data
+
+from .checkpoints import CHECKPOINT, FORMAT, save_checkpoint
+from .errors import Interrupted, NonFiniteLoss
+from .pictures import plot_losses
+from .progress import Progress, clock
+
+METRICS = "metrics.jsonl"
+
+
+class Run:
+    """One training run's output folder and bookkeeping. Create it with experiment.start()."""
+
+    def __init__(self, config, model, device, checkpoint=None):
+        self.config, self.model, self.device, self.checkpoint = config, model, device, checkpoint
+        self.out = config.out
+        self.checkpoint_path = os.path.join(self.out, CHECKPOINT)
+        self.stop_requested = False
+        self.history = {}                  # name -> list of per-step values ("step" included)
+        self.saved_step = None             # step of the last checkpoint written or loaded
+        self._epoch_values, self._epoch_start = {}, None
+        self._clock, self._steps_timed = time.perf_counter(), 0
+        self.elapsed = 0.0                 # seconds of training, summed over resumed sessions
+        self.progress = Progress()
+        os.makedirs(self.out, exist_ok=True)
+        if checkpoint is not None:
+            self.history = {k: [float(v) for v in np.asarray(values).ravel()]
+                            for k, values in checkpoint.get("history", {}).items()}
+            self.history.setdefault("step", [])
+            self.saved_step = checkpoint["step"]
+            self.elapsed = float(checkpoint.get("elapsed", 0.0))
+            self._truncate_log(checkpoint["step"])
+            self.log("resume", step=checkpoint["step"], epoch=checkpoint["epoch"])
+        else:
+            for name in (METRICS, CHECKPOINT, "losses.png"):
+                if os.path.exists(self.path(name)):
+                    os.remove(self.path(name))
+            self.log("start", model=model, device=device, config=vars(config))
+        with open(self.path("config.json"), "w") as f:
+            json.dump(vars(config), f, indent=2)
+
+    def path(self, *names):
+        """A path inside the output folder; its parent folders are created."""
+        full = os.path.join(self.out, *names)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        return full
+
+    # -- metrics log (JSON lines) --
+    def log(self, event, **fields):
+        record = {"event": event, "time": round(time.time(), 3), **fields}
+        with open(self.path(METRICS), "a") as f:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+
+    def _truncate_log(self, step):
+        """On resume, forget log lines from after the checkpoint (they will be written again)."""
+        if not os.path.exists(self.path(METRICS)):
+            return
+        with open(self.path(METRICS)) as f:
+            lines = [line for line in f if line.strip()]
+        keep = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        with open(self.path(METRICS), "w") as f:
+            f.writelines(keep)
+
+    # -- per step / per epoch --
+    def record(self, step, **values):
+        """Record one training step's values (losses etc.), 1-based `step` = steps done so far."""
+        values = {k: float(v) for k, v in values.items()}
+        for name, value in values.items():
+            if not math.isfinite(value):
+                last = (f"the last good checkpoint ({self.checkpoint_path}, step {self.saved_step}) "
+                        "is kept" if self.saved_step is not None else "no checkpoint was written yet")
+                raise NonFiniteLoss(f"{name} became {value} at step {step}; training stopped and "
+                                    f"{last}. Try a lower learning rate, or --resume from it.")
+        self.history.setdefault("step", []).append(step)
+        for name, value in values.items():
+            self.history.setdefault(name, []).append(value)
+            self._epoch_values.setdefault(name, []).append(value)
+        self._steps_timed += 1
+        self.progress.update(self._progress_text(step, values))
+
+    def begin_epoch(self, epoch, first_step, last_step, total_steps, epochs=None):
+        """Call before an epoch's first step: epoch counts from 0, it runs steps first..last-1
+        (a resumed epoch may start in the middle), and the run ends at total_steps. `epochs`:
+        how many epochs this stage has, when it is not --epochs (the VQ-VAE's prior)."""
+        self._epoch_values = {}
+        self._epoch, self._first, self._last, self._total = epoch, first_step, last_step, total_steps
+        self._epochs = epochs or self.config.epochs
+
+    def _progress_text(self, step, values):
+        done = step - self._first
+        width = 24
+        filled = int(width * done / max(1, self._last - self._first))
+        numbers = " ".join(f"{k} {v:.3f}" for k, v in values.items())
+        return (f"epoch {self._epoch + 1}/{self._epochs} [{'#' * filled}{'.' * (width - filled)}]"
+                f" {done}/{self._last - self._first} {numbers} {self._seconds_per_step():.2f}s/step")
+
+    def _seconds_per_step(self):
+        return (time.perf_counter() - self._clock) / max(1, self._steps_timed)
+
+    def end_epoch(self, **extra):
+        """Print and log the epoch summary (mean of each recorded value); redraw losses.png."""
+        means = {k: float(np.mean(v)) for k, v in self._epoch_values.items()}
+        self.elapsed += time.perf_counter() - self._clock
+        per_step = self._seconds_per_step()
+        epoch, step, total_steps = self._epoch, self._last, self._total
+        left = per_step * (total_steps - step)
+        numbers = "  ".join(f"{k} {v:.3f}" for k, v in means.items())
+        line = (f"epoch {epoch + 1:>3}/{self._epochs}  step {step}/{total_steps}  {numbers}  "
+                f"{per_step:.2f} s/step  {clock(self.elapsed)} elapsed, ~{clock(left)} left")
+        self.progress.finish(line)
+        self.log("epoch", epoch=epoch + 1, step=step, seconds_per_step=round(per_step, 4),
+                 elapsed_s=round(self.elapsed, 1), **means, **extra)
+        plot_losses(self.history, self.path("losses.png"),
+                           title=f"{self.model}: losses per step (line: moving average)")
+        self._clock, self._steps_timed = time.perf_counter(), 0
+        return means
+
+    # -- checkpoints --
+    def save(self, state):
+        """Write <out>/checkpoint.npz atomically with `state` plus the run's own entries."""
+        step = int(state["step"])
+        elapsed = self.elapsed + (time.perf_counter() - self._clock if self._steps_timed else 0.0)
+        full = {"format": FORMAT, "model": self.model, "config": vars(self.config),
+                "history": {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()},
+                "elapsed": float(elapsed), **state}
+        save_checkpoint(self.checkpoint_path, full)
+        self.saved_step = step
+
+    # -- Ctrl-C --
+    def _on_sigint(self, signum, frame):
+        if self.stop_requested:   # second Ctrl-C: stop now, without saving
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        self.progress.finish("")
+        print("Ctrl-C: finishing this step and saving a checkpoint (press Ctrl-C again to quit "
+              "without saving)", flush=True)
+
+    def interrupted(self, step):
+        """The Interrupted error to raise after saving on Ctrl-C."""
+        return Interrupted(f"interrupted at step {step}; checkpoint saved to {self.checkpoint_path}. "
+                           f"Continue with: --out {self.out} --resume")
+
+
+def load_images(config):
+    """The training images of this run (uint8 ImageSet); decoded-image cache under <out>/cache."""
+    return data.load_images(config.data, image_size=config.image_size, split=config.split,
+                            classes=config.classes, cache_dir=os.path.join(config.out, "cache"))
+
+
+def stream(loader, start, stop):
+    """Yield (step, batch) for global steps start..stop-1, walking pass after pass over the data.
+
+    Step s is batch s % len(loader) of pass s // len(loader): a function of s alone, so a resumed
+    run sees exactly the batches an uninterrupted one would have seen.
+    """
+    per_pass = len(loader)
+    step = start
+    while step < stop:
+        data_pass, first = divmod(step, per_pass)
+        for batch in loader.epoch(data_pass, start_batch=first):
+            yield step, batch
+            step += 1
+            if step >= stop:
+                return
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
