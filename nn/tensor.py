@@ -4,11 +4,15 @@ A Tensor wraps a NumPy or CuPy array (`.data`). Every operation on Tensors is a 
 its `forward` works on raw arrays, and when any input requires a gradient the Function records
 itself as the output's `creator`, remembering its inputs. That chain of creators is the graph.
 
-`backward()` walks the graph once, in reverse topological order, asking each Function for the
-gradients of its inputs given the gradients of its outputs. Every `Function.backward` is
-written with Tensor operations (not raw arrays), so when `create_graph=True` the backward pass
-is itself recorded and can be differentiated again: that is how gradient penalties (WGAN-GP,
-R1) get second derivatives.
+`backward()` is micrograd's loop: list the Functions in topological order (each after every
+Function that uses its output), then walk that list once, handing each Function the gradients of
+its outputs and adding what its `backward` returns into the gradients of its inputs. Every
+`Function.backward` is written with Tensor operations (not raw arrays), so when
+`create_graph=True` the backward pass is itself recorded and can be differentiated again: that is
+how gradient penalties (WGAN-GP, R1) get second derivatives.
+
+`nn.grad(outputs, inputs)` walks the same loop, but only along paths from `inputs` to `outputs`
+(see `depends_on`): R1's d D(x)/dx never computes D's weight gradients.
 """
 import contextlib
 import weakref
@@ -18,6 +22,7 @@ import numpy as np
 from .backend import device_of, get_array_module, to_device, to_numpy
 
 _grad_enabled = True
+_only_paths_from = None   # while nn.grad runs: ids of the tensors that depend on its inputs
 
 
 def is_grad_enabled():
@@ -121,9 +126,10 @@ class Tensor:
                     f"backward() without a gradient needs a one-element output, not shape "
                     f"{self.shape}; reduce it first (e.g. .mean()) or pass gradient=...")
             gradient = Tensor(get_array_module(self.data).ones_like(self.data))
-        grads = _run_backward([self], [gradient], create_graph, want_leaves=True)
-        for leaf, g in grads.items():
-            leaf.grad = g if leaf.grad is None else leaf.grad + g
+        grads = _backpropagate([self], [gradient], create_graph)
+        for tensor, g in grads.items():
+            if tensor.is_leaf and tensor.requires_grad:
+                tensor.grad = g if tensor.grad is None else tensor.grad + g
 
     # ---- operators (implemented in ops.py) ---------------------------------------------------
     def __add__(self, other): return ops.add(self, other)
@@ -181,8 +187,8 @@ class Function:
 
     Inside `backward`, `self.inputs` are the input Tensors and `self.output(i)` the i-th output
     Tensor, so backward formulas are written with differentiable Tensor operations.
-    `self.needs_input_grad[i]` tells whether input i wants a gradient at all; backward may
-    return None for the others and skip that work (e.g. no gradient for a constant mask).
+    `self.needs_input_grad[i]` tells whether input i's gradient is wanted; backward may return
+    None for the others and skip that work (e.g. no gradient for a constant mask).
     """
 
     def __call__(self, *inputs):
@@ -193,7 +199,6 @@ class Function:
         outputs = [Tensor(y) for y in ((outputs,) if single else outputs)]
         if _grad_enabled and any(x.requires_grad for x in inputs):
             self.inputs = inputs
-            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
             self._outputs = [weakref.ref(y) for y in outputs]  # weak: no reference cycles
             for y in outputs:
                 y.requires_grad = True
@@ -202,6 +207,14 @@ class Function:
 
     def output(self, i=0):
         return self._outputs[i]()
+
+    @property
+    def needs_input_grad(self):
+        """One bool per input: is its gradient wanted? It is when the input requires grad and,
+        while nn.grad runs, when the input depends on one of nn.grad's inputs (see depends_on).
+        Read in `backward` to skip work, e.g. D's weight gradients inside an R1 penalty."""
+        return tuple(x.requires_grad and (_only_paths_from is None or id(x) in _only_paths_from)
+                     for x in self.inputs)
 
     def forward(self, *xs):
         raise NotImplementedError
@@ -218,94 +231,83 @@ class Function:
                 f"device first with .to('cpu') or .to('gpu')")
 
 
-def _topological_order(outputs):
-    """Functions reachable from `outputs`, each listed after every Function that uses its output.
-
-    Iterative depth-first search (no recursion, so deep graphs cannot overflow the stack).
+def topological_order(outputs):
+    """The Functions that `outputs` came from, each listed after every Function that uses its
+    output (consumers before producers), so that a Function's output gradients are complete by
+    the time it is reached. Iterative depth-first search: deep graphs cannot overflow the stack.
     """
     order, visited = [], set()
     stack = [(y.creator, False) for y in outputs if y.creator is not None]
     while stack:
-        function, children_done = stack.pop()
-        if children_done:
-            order.append(function)
+        function, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(function)      # post-order: after every Function it depends on
             continue
-        if id(function) in visited:
+        if function in visited:
             continue
-        visited.add(id(function))
+        visited.add(function)
         stack.append((function, True))
         for x in function.inputs:
-            if x.creator is not None and id(x.creator) not in visited:
+            if x.creator is not None and x.creator not in visited:
                 stack.append((x.creator, False))
-    return order[::-1]  # post-order reversed: consumers before producers
+    return order[::-1]
 
 
-def _run_backward(outputs, grad_outputs, create_graph, want_leaves=False, wanted=()):
-    """Propagate `grad_outputs` back through the graph.
+def _backpropagate(outputs, grad_outputs, create_graph):
+    """The backward loop. Returns {tensor: d(outputs)/d(tensor)} for every tensor reached.
 
-    Returns {tensor: gradient} for every leaf that requires grad (want_leaves) or for each
-    tensor in `wanted`. Gradients are Tensors; with create_graph they are part of a new graph.
+    For each Function, consumers first: collect the gradients of its outputs (zeros for an
+    output nothing downstream used), call its `backward`, and add each input's share to that
+    input's gradient. With create_graph the loop itself is recorded, so the gradients are
+    differentiable.
     """
-    grads = {}  # id(tensor) -> accumulated gradient Tensor
-    keep = {}   # id(tensor) -> tensor, so ids stay valid and we can return the tensors
+    grads = {}  # Tensor -> its gradient so far (Tensors hash by identity)
     for y, g in zip(outputs, grad_outputs):
         g = g if isinstance(g, Tensor) else Tensor(g)
         if g.shape != y.shape:
             raise ValueError(f"gradient of shape {g.shape} given for an output of shape {y.shape}")
-        grads[id(y)] = g if id(y) not in grads else grads[id(y)] + g
-        keep[id(y)] = y
-    wanted_ids = {id(t) for t in wanted}
-    order = _topological_order(outputs)
-    # nn.grad(y, [x]) needs gradients only along paths from x to y: e.g. an R1 penalty's
-    # d D(x)/dx must not also compute every weight gradient of D.
-    on_path = None if want_leaves else _depending_on(order, wanted_ids)
-    result = {}
+        grads[y] = grads[y] + g if y in grads else g
     with set_grad_enabled(create_graph):
-        for function in order:
-            gys = []
-            for ref in function._outputs:
-                y = ref()
-                gys.append(None if y is None else grads.get(id(y)))
-            if all(g is None for g in gys):
+        for function in topological_order(outputs):
+            outputs_of_f = [ref() for ref in function._outputs]   # None: output no longer exists
+            gys = [grads.get(y) if y is not None else None for y in outputs_of_f]
+            needed = function.needs_input_grad
+            if all(g is None for g in gys) or not any(needed):
                 continue
             gys = [g if g is not None else _zeros_like_output(function, i) for i, g in enumerate(gys)]
-            needed = [x.requires_grad and (on_path is None or id(x) in on_path)
-                      for x in function.inputs]
-            if not any(needed):
-                continue
-            gxs = _call_backward(function, gys, needed)
+            gxs = function.backward(*gys)
+            gxs = gxs if isinstance(gxs, (tuple, list)) else (gxs,)
             for x, gx, need in zip(function.inputs, gxs, needed):
-                if gx is None or not need:
-                    continue
-                grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
-                keep[id(x)] = x
-    for key, g in grads.items():
-        tensor = keep[key]
-        if key in wanted_ids or (want_leaves and tensor.creator is None and tensor.requires_grad):
-            if not create_graph:
-                g = Tensor(g.data)  # a plain leaf: no history kept
-            result[tensor] = g
-    return result
+                if need and gx is not None:
+                    grads[x] = grads[x] + gx if x in grads else gx
+    if not create_graph:
+        grads = {tensor: Tensor(g.data) for tensor, g in grads.items()}   # plain leaves, no history
+    return grads
 
 
-def _depending_on(order, wanted_ids):
-    """ids of the tensors whose value depends on a wanted tensor (the wanted ones included)."""
-    depending = set(wanted_ids)
-    for function in reversed(order):  # producers before their consumers
+def depends_on(inputs, outputs):
+    """ids of the tensors between `inputs` and `outputs` whose value depends on an input (the
+    inputs included): the only tensors whose gradient nn.grad(outputs, inputs) needs.
+
+    One pass over the Functions in producer-first order: a Function's outputs depend on an input
+    when any of its own inputs does.
+    """
+    depending = {id(x) for x in inputs}
+    for function in reversed(topological_order(outputs)):   # producers before their consumers
         if any(id(x) in depending for x in function.inputs):
             depending.update(id(ref()) for ref in function._outputs if ref() is not None)
     return depending
 
 
-def _call_backward(function, gys, needed):
-    """function.backward(*gys), told (via needs_input_grad) which input gradients are needed."""
-    recorded = function.needs_input_grad
-    function.needs_input_grad = tuple(needed)
+@contextlib.contextmanager
+def _only_paths(tensor_ids):
+    """While active, Function.needs_input_grad is False for inputs outside `tensor_ids`."""
+    global _only_paths_from
+    previous, _only_paths_from = _only_paths_from, tensor_ids
     try:
-        gxs = function.backward(*gys)
+        yield
     finally:
-        function.needs_input_grad = recorded
-    return gxs if isinstance(gxs, (tuple, list)) else (gxs,)
+        _only_paths_from = previous
 
 
 def _zeros_like_output(function, i):
@@ -336,7 +338,8 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, allow_unused=Fa
         if not x.requires_grad:
             raise RuntimeError("nn.grad: an input does not require grad; create it with "
                                "requires_grad=True")
-    found = _run_backward(outputs, filled, create_graph, wanted=inputs)
+    with _only_paths(depends_on(inputs, outputs)):
+        found = _backpropagate(outputs, filled, create_graph)
     result = []
     for i, x in enumerate(inputs):
         if x in found:
