@@ -137,12 +137,12 @@ def train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, devi
     opt_d.step()
 
     # (2) G step through the updated D, whose weights are frozen so no D gradients are computed.
-    stylegan.set_requires_grad(D, False)
+    D.requires_grad_(False)
     loss_g = generator_loss(D(fake, resolution, alpha), cfg.loss)
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
-    stylegan.set_requires_grad(D, True)
+    D.requires_grad_(True)
     log["g_loss"] = float(loss_g.data)
     return log
 

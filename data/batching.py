@@ -2,22 +2,13 @@
 
 import numpy as np
 
+from nn.backend import array_module_for
+
 from .augment import augment
 from .layouts import DataError
 from .transforms import check_value_range, to_float
 
 DEVICES = ("cpu", "gpu")
-
-
-def import_cupy():
-    """Import CuPy for device="gpu", or fail with a message that says how to get it."""
-    try:
-        import cupy
-    except ImportError as error:
-        raise RuntimeError(
-            'device="gpu" needs CuPy, which is not installed; install the build that matches your '
-            "CUDA version, e.g. `pip install cupy-cuda12x`, or use device=\"cpu\"") from error
-    return cupy
 
 
 class BatchLoader:
@@ -50,7 +41,7 @@ class BatchLoader:
         self.augment = augment
         self.value_range = check_value_range(value_range)
         self.drop_last = drop_last
-        self.cupy = import_cupy() if device == "gpu" else None
+        self.xp = array_module_for(device)   # numpy, or cupy (a clear error when it is unusable)
 
     def __len__(self):
         """Batches per epoch."""
@@ -70,7 +61,7 @@ class BatchLoader:
         else:
             pixels = chosen
         batch = to_float(pixels, self.value_range)[:, None, :, :]
-        return self.cupy.asarray(batch) if self.cupy is not None else batch
+        return self.xp.asarray(batch)
 
     def epoch(self, epoch, start_batch=0):
         """Yield the batches of `epoch`, from batch number `start_batch` on."""

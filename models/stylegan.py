@@ -342,13 +342,6 @@ def parameters_at(model, resolution):
     return chosen
 
 
-def set_requires_grad(model, flag):
-    """Freeze (False) or unfreeze (True) every parameter, e.g. D's during the generator step, so
-    that backward skips D's weight gradients."""
-    for parameter in model.parameters():
-        parameter.requires_grad = flag
-
-
 # ---- building from flags, and sampling from a checkpoint (generate.py calls `sample`) -------------
 
 def build(config, seed=0):

@@ -11,10 +11,11 @@ joining and padding, losses, then the StyleGAN helpers (pixel norm, minibatch st
 import numpy as np
 
 from . import ops
+from .arguments import int_pair
 from .backend import device_of, get_array_module
 from .conv import conv2d, conv_transpose2d  # noqa: F401  (re-exported: F.conv2d, F.conv_transpose2d)
-from .ops import broadcast_to, exp, log, sqrt, where  # noqa: F401  (re-exported)
-from .tensor import Function, Tensor, is_grad_enabled
+from .ops import broadcast_to, concat, exp, log, sqrt, where  # noqa: F401  (re-exported)
+from .tensor import Function, Tensor, array_of, is_grad_enabled
 
 # ---- linear ------------------------------------------------------------------------------------
 
@@ -210,13 +211,9 @@ def _per_channel(value, x, name):
     return value.reshape((1, channels) + (1,) * (x.ndim - 2))
 
 
-def _raw_array(value):
-    return value.data if isinstance(value, Tensor) else value
-
-
 def _update_running_stat(running, batch_value, momentum, x):
     """running <- (1 - momentum) * running + momentum * batch_value, in place, no gradient."""
-    array = _raw_array(running)
+    array = array_of(running)
     if device_of(array) != x.device:
         raise ValueError(f"batch_norm: running statistics are on {device_of(array)} but the input "
                          f"is on {x.device}; move the module with .to()")
@@ -272,8 +269,8 @@ def _batch_norm_eval(x, running_mean, running_var, eps):
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm with training=False needs running_mean and running_var")
     xp = get_array_module(x.data)
-    mean = _raw_array(running_mean).astype(x.dtype, copy=False)
-    inv_std = 1.0 / xp.sqrt(_raw_array(running_var).astype(x.dtype, copy=False) + eps)
+    mean = array_of(running_mean).astype(x.dtype, copy=False)
+    inv_std = 1.0 / xp.sqrt(array_of(running_var).astype(x.dtype, copy=False) + eps)
     mean = _per_channel(Tensor(mean), x, "running_mean")
     inv_std = _per_channel(Tensor(inv_std), x, "running_var")
     return (x - mean) * inv_std
@@ -356,13 +353,6 @@ def dropout(x, p=0.5, training=True, rng=None):
 
 # ---- resampling --------------------------------------------------------------------------------
 
-def _two_ints(value, name):
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or any(int(v) < 1 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 def upsample_nearest(x, scale_factor=2):
     """Nearest-neighbour upsampling of (N, C, H, W) by an integer factor s:
     y[n, c, i, j] = x[n, c, i // s, j // s]. Its gradient sums gy over each s x s block."""
@@ -383,8 +373,8 @@ def avg_pool2d(x, kernel_size, stride=None):
     (PyTorch's floor mode): H_out = (H - kh) // stride + 1."""
     if x.ndim != 4:
         raise ValueError(f"avg_pool2d expects (N, C, H, W) input, got shape {x.shape}")
-    kh, kw = _two_ints(kernel_size, "kernel_size")
-    sh, sw = (kh, kw) if stride is None else _two_ints(stride, "stride")
+    kh, kw = int_pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else int_pair(stride, "stride", 1)
     n, c, h, w = x.shape
     if h < kh or w < kw:
         raise ValueError(f"avg_pool2d: kernel {(kh, kw)} is larger than the input {x.shape}")
@@ -419,23 +409,7 @@ def pad(x, padding, value=0):
     return ops.Pad(tuple(widths), value)(x)
 
 
-def concat(tensors, axis=0):
-    """Join tensors along an existing axis (torch.cat); all other sizes must match."""
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("concat needs at least one tensor")
-    first = tensors[0]
-    axis = int(axis) % first.ndim
-    for t in tensors[1:]:
-        others_match = t.ndim == first.ndim and all(
-            a == b for k, (a, b) in enumerate(zip(t.shape, first.shape)) if k != axis)
-        if not others_match:
-            raise ValueError(f"concat along axis {axis}: shapes {first.shape} and {t.shape} "
-                             f"differ elsewhere")
-    return ops.concat(tensors, axis)
-
-
-cat = concat
+cat = concat   # F.concat (torch.cat) is ops.concat, imported above; torch's name for it too
 
 
 def stack(tensors, axis=0):
@@ -448,7 +422,7 @@ def stack(tensors, axis=0):
         raise ValueError(f"stack needs tensors of one shape, got {[t.shape for t in tensors]}")
     axis = int(axis) % (len(shape) + 1)
     new_shape = shape[:axis] + (1,) + shape[axis:]
-    return ops.concat([t.reshape(new_shape) for t in tensors], axis)
+    return concat([t.reshape(new_shape) for t in tensors], axis)
 
 
 # ---- softmax and losses ------------------------------------------------------------------------
@@ -520,7 +494,7 @@ def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
 def _class_indices(target, logits):
     """Check `target` (integer class per position) against logits (N, C, ...); return an
     integer array on the logits' device."""
-    target = _raw_array(target)
+    target = array_of(target)
     if not hasattr(target, "dtype"):
         target = np.asarray(target)
     if device_of(target) != logits.device:

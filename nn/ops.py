@@ -7,7 +7,7 @@ element-wise maths. Convolutions live in conv.py; layer-level compositions in fu
 import numpy as np
 
 from .backend import get_array_module
-from .tensor import Function, Tensor
+from .tensor import Function, Tensor, array_of
 
 
 def as_tensor(value, like):
@@ -21,7 +21,8 @@ def as_tensor(value, like):
     return Tensor(xp.asarray(value, dtype=like.dtype))
 
 
-def _pair(a, b):
+def _as_tensors(a, b):
+    """Both operands as Tensors: a number or array takes the other operand's dtype and device."""
     if not isinstance(a, Tensor):
         a = as_tensor(a, b)
     if not isinstance(b, Tensor):
@@ -172,16 +173,16 @@ class MatMul(Function):
                 a.T @ gy if need_b else None)
 
 
-def add(a, b): return Add()(*_pair(a, b))
-def sub(a, b): return Sub()(*_pair(a, b))
-def mul(a, b): return Mul()(*_pair(a, b))
-def div(a, b): return Div()(*_pair(a, b))
+def add(a, b): return Add()(*_as_tensors(a, b))
+def sub(a, b): return Sub()(*_as_tensors(a, b))
+def mul(a, b): return Mul()(*_as_tensors(a, b))
+def div(a, b): return Div()(*_as_tensors(a, b))
 def neg(x): return Neg()(x)
 def pow(x, exponent): return Pow(exponent)(x)
 
 
 def matmul(a, b):
-    a, b = _pair(a, b)
+    a, b = _as_tensors(a, b)
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"matmul takes 2-D tensors, got shapes {a.shape} and {b.shape}")
     return MatMul()(a, b)
@@ -268,10 +269,7 @@ class ScatterAdd(Function):
 
 
 def getitem(x, index):
-    if isinstance(index, Tensor):
-        index = index.data
-    if isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    index = tuple(map(array_of, index)) if isinstance(index, tuple) else array_of(index)
     return GetItem(index)(x)
 
 
@@ -413,10 +411,8 @@ class Where(Function):
 
 def where(condition, a, b):
     """Element-wise choice between a and b; `condition` is a boolean array (not differentiated)."""
-    if isinstance(condition, Tensor):
-        condition = condition.data
-    a, b = _pair(a, b)
-    return Where(condition)(a, b)
+    a, b = _as_tensors(a, b)
+    return Where(array_of(condition))(a, b)
 
 
 class Concat(Function):
@@ -439,10 +435,18 @@ class Concat(Function):
 
 
 def concat(tensors, axis=0):
+    """Join tensors along an existing axis (torch.cat); all other sizes must match."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("concat needs at least one tensor")
-    axis = int(axis) % tensors[0].ndim
+    first = tensors[0]
+    axis = int(axis) % first.ndim
+    for t in tensors[1:]:
+        others_match = t.ndim == first.ndim and all(
+            a == b for k, (a, b) in enumerate(zip(t.shape, first.shape)) if k != axis)
+        if not others_match:
+            raise ValueError(f"concat along axis {axis}: shapes {first.shape} and {t.shape} "
+                             f"differ elsewhere")
     return Concat(axis)(*tensors)
 
 

@@ -147,10 +147,10 @@ class Tensor:
     def __getitem__(self, index): return ops.getitem(self, index)
 
     # comparisons give plain boolean arrays: they have no gradient
-    def __lt__(self, other): return self.data < _raw(other)
-    def __le__(self, other): return self.data <= _raw(other)
-    def __gt__(self, other): return self.data > _raw(other)
-    def __ge__(self, other): return self.data >= _raw(other)
+    def __lt__(self, other): return self.data < array_of(other)
+    def __le__(self, other): return self.data <= array_of(other)
+    def __gt__(self, other): return self.data > array_of(other)
+    def __ge__(self, other): return self.data >= array_of(other)
 
     def sum(self, axis=None, keepdims=False): return ops.sum(self, axis, keepdims)
     def mean(self, axis=None, keepdims=False): return ops.mean(self, axis, keepdims)
@@ -175,7 +175,8 @@ class Tensor:
         return ops.transpose(self, None)
 
 
-def _raw(value):
+def array_of(value):
+    """The array inside a Tensor; any other value (an array, a number, an index) as it is."""
     return value.data if isinstance(value, Tensor) else value
 
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import nn
+import nn.functional as F
 from conftest import tensor
 
 
@@ -109,6 +110,18 @@ def test_layer_output_shapes_and_dtype():
         assert all(p.dtype == np.float32 for p in layer.parameters())
     assert nn.BatchNorm2d(3)(x).dtype == np.float32
 
+
+def test_sizes_strides_and_paddings_are_checked_where_they_are_given():
+    assert nn.Conv2d(1, 2, (3, 5), stride=2, padding=(0, 1)).kernel_size == (3, 5)
+    assert nn.ConvTranspose2d(1, 2, 4, stride=2, padding=1).stride == (2, 2)
+    with pytest.raises(ValueError, match="kernel_size must be >= 1"):
+        nn.Conv2d(1, 2, 0)
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        nn.ConvTranspose2d(1, 2, 4, padding=-1)
+    with pytest.raises(ValueError, match=r"stride must be an int or a pair of ints, got \(1, 2, 3\)"):
+        nn.MaskedConv2d(1, 2, 3, stride=(1, 2, 3))
+    with pytest.raises(ValueError, match="kernel_size must be an int or a pair of ints, got 2.0"):
+        F.avg_pool2d(nn.Tensor(np.zeros((1, 1, 4, 4))), 2.0)
 
 def test_default_init_follows_pytorch_bounds():
     nn.manual_seed(0)

@@ -11,12 +11,9 @@ import numpy as np
 
 from .. import functional as F
 from .. import init
+from ..arguments import int_pair
 from ..ops import as_tensor
 from .module import Module, Parameter
-
-
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def _reset_weight_and_bias(weight, bias):
@@ -63,8 +60,8 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding = _pair(padding)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
+        self.stride, self.padding = int_pair(stride, "stride", 1), int_pair(padding, "padding", 0)
         self.weight = _empty_parameter(out_channels, in_channels, *self.kernel_size)
         self.register_parameter("bias", _empty_parameter(out_channels) if bias else None)
         _reset_weight_and_bias(self.weight, self.bias)
@@ -88,9 +85,9 @@ class ConvTranspose2d(Module):
                  output_padding=0, bias=True):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding = _pair(padding)
-        self.output_padding = _pair(output_padding)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
+        self.stride, self.padding = int_pair(stride, "stride", 1), int_pair(padding, "padding", 0)
+        self.output_padding = int_pair(output_padding, "output_padding", 0)
         self.weight = _empty_parameter(in_channels, out_channels, *self.kernel_size)
         self.register_parameter("bias", _empty_parameter(out_channels) if bias else None)
         _reset_weight_and_bias(self.weight, self.bias)
@@ -124,7 +121,12 @@ def pixelcnn_mask(kernel_size, mask_type):
 
 
 class MaskedConv2d(Conv2d):
-    """A Conv2d whose kernel only sees pixels before the centre in raster order (PixelCNN).
+    """A Conv2d whose kernel only sees pixels before the centre in raster order: the textbook
+    PixelCNN layer (van den Oord et al. 2016a), with its gradient checks in tests/test_modules.py.
+
+    models/pixelcnn.py does not use it: a stack of masked 3x3 convolutions has a blind spot
+    above and to the right, so the gated PixelCNN there gets causality from two stacks of
+    shifted convolutions instead (see its docstring).
 
     forward computes conv2d(x, weight * mask): the mask is a constant, so masked weights get a
     zero gradient. padding defaults to kernel_size // 2, which keeps H and W for stride 1 (odd
@@ -134,7 +136,7 @@ class MaskedConv2d(Conv2d):
 
     def __init__(self, in_channels, out_channels, kernel_size, mask_type="A", stride=1,
                  padding=None, bias=True):
-        kernel = _pair(kernel_size)
+        kernel = int_pair(kernel_size, "kernel_size", 1)
         if padding is None:
             padding = (kernel[0] // 2, kernel[1] // 2)
         super().__init__(in_channels, out_channels, kernel, stride, padding, bias)

@@ -19,16 +19,14 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from ..backend import to_device, to_numpy
-from ..tensor import Tensor
+from ..tensor import Tensor, array_of
 
 
 class Parameter(Tensor):
     """A Tensor that a Module trains: requires_grad=True, found by `module.parameters()`."""
 
     def __init__(self, data, requires_grad=True):
-        if isinstance(data, Tensor):
-            data = data.data
-        super().__init__(data, requires_grad=requires_grad)
+        super().__init__(array_of(data), requires_grad=requires_grad)
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
@@ -43,8 +41,7 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 
 def _as_array(value):
     """The array inside a Tensor, or the value as an array (NumPy, or CuPy as it is)."""
-    if isinstance(value, Tensor):
-        return value.data
+    value = array_of(value)
     return value if hasattr(value, "dtype") else np.asarray(value)
 
 

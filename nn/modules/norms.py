@@ -1,4 +1,10 @@
-"""Normalisation layers: BatchNorm2d, InstanceNorm2d and AdaIN (StyleGAN's style modulation)."""
+"""Normalisation layers: BatchNorm2d (used by the DCGAN), and the textbook InstanceNorm2d and AdaIN.
+
+InstanceNorm2d and AdaIN are the plain layers as the papers and PyTorch define them, each with its
+gradient checks in tests/test_modules.py. StyleGAN does not use them as they are: its style
+layers (models/stylegan_layers.py, StyleModulation) call F.adain directly, with an equalised-
+learning-rate affine map A(w) and scale A(w)_s + 1, which is how the official code builds them.
+"""
 import numpy as np
 
 from .. import functional as F
@@ -45,8 +51,9 @@ class BatchNorm2d(Module):
 
 class InstanceNorm2d(Module):
     """y = (x - mean) / sqrt(var + eps) [* weight + bias], mean and biased variance over (H, W)
-    for each sample and channel. No running statistics (PyTorch's default); affine=False by
-    default, as in PyTorch."""
+    for each sample and channel (Ulyanov et al. 2016). No running statistics (PyTorch's default);
+    affine=False by default, as in PyTorch. The textbook layer; StyleGAN normalises inside
+    F.adain instead."""
 
     def __init__(self, num_features, eps=1e-5, affine=False):
         super().__init__()
@@ -61,14 +68,17 @@ class InstanceNorm2d(Module):
 
 
 class AdaIN(Module):
-    """Adaptive instance normalisation (StyleGAN): a style vector w sets each channel's scale
-    and bias.
+    """Adaptive instance normalisation (Huang & Belongie 2017; StyleGAN's eq. 1): a style vector
+    w sets each channel's scale and bias. The textbook layer with a plain nn.Linear style map;
+    StyleGAN's StyleModulation (models/stylegan_layers.py) is the same formula with an
+    equalised-learning-rate map.
 
         (scale, bias) = split(style(w)),   style = Linear(w_dim, 2 * channels)
         y = scale * (x - mean) / sqrt(var + eps) + bias        (F.adain, stats over H and W)
 
     The style map's bias starts at 1 for the scale half and 0 for the bias half, so the scale
-    starts near 1 (a scale near 0 would wipe out the features; see REFERENCE.md).
+    starts near 1: a scale near 0 would multiply every feature by almost nothing, and training
+    would start from a network whose styles erase its input.
     forward(x (N, C, H, W), w (N, w_dim)).
     """
 
