@@ -6,14 +6,16 @@
     python benchmarks/bench_conv.py --threads 1     # both libraries on one thread
     python benchmarks/bench_conv.py --threads 1 --cpu-time   # robust when others share the CPU
 
-Each timing is one forward and the backward for both the input and the weight gradient, at
-batch 32, float32, ngf = ndf = 64, nz = 100 (no bias: DCGAN layers before batch norm have none).
-Inputs and upstream gradients are given in channels-last memory, the layout they have in
-training when they come out of the previous conv layer; PyTorch gets its default (contiguous
-NCHW) tensors. Repetitions of all layers are interleaved and the median is reported, because
-timings on shared machines drift by 20-30% over a run.
+Each timing is one forward and the backward for both the input and the weight gradient, float32,
+no bias (DCGAN layers before batch norm have none), at the batch given per layer. Inputs and
+upstream gradients are given in channels-last memory, the layout they have in training when they
+come out of the previous conv layer; PyTorch gets its default (contiguous NCHW) tensors. Rounds
+alternate between the two libraries (all layers with ours, a pause, all layers with PyTorch, a
+pause, ...) and the median is reported, because timings on shared machines drift by 20-30% over a
+run. The last line is the geometric mean of the per-layer ratios.
 """
 import argparse
+import collections
 import os
 import sys
 import time
@@ -40,29 +42,38 @@ import nn  # noqa: E402
 from nn.backend import array_module_for  # noqa: E402
 from nn.conv import conv2d, conv_transpose2d  # noqa: E402
 
-BATCH = 32
-# name, transposed?, in channels, out channels, input size, kernel, stride, padding
-DCGAN_LAYERS = [
-    ("G1 1->4", True, 100, 512, 1, 4, 1, 0),
-    ("G2 4->8", True, 512, 256, 4, 4, 2, 1),
-    ("G3 8->16", True, 256, 128, 8, 4, 2, 1),
-    ("G4 16->32", True, 128, 64, 16, 4, 2, 1),
-    ("G5 32->64", True, 64, 1, 32, 4, 2, 1),
-    ("D1 64->32", False, 1, 64, 64, 4, 2, 1),
-    ("D2 32->16", False, 64, 128, 32, 4, 2, 1),
-    ("D3 16->8", False, 128, 256, 16, 4, 2, 1),
-    ("D4 8->4", False, 256, 512, 8, 4, 2, 1),
-    ("D5 4->1", False, 512, 1, 4, 4, 1, 0),
+# After its last call, each library's worker threads keep spinning for a while (OpenBLAS: ~0.1 s,
+# PyTorch's OpenMP threads: until their spin count runs out) and slow down whatever runs next on the
+# same cores. Measured: interleaving the two call by call made our 3x3 convolutions up to 2.5x
+# slower. So the rounds alternate engine by engine, with this pause at every switch.
+SETTLE_SECONDS = 0.2
+
+Layer = collections.namedtuple(
+    "Layer", "name transposed cin cout size k s p batch")
+DCGAN_LAYERS = [                      # the 64x64 DCGAN at ngf = ndf = 64, nz = 100, batch 32
+    Layer("G1 1->4", True, 100, 512, 1, 4, 1, 0, 32),
+    Layer("G2 4->8", True, 512, 256, 4, 4, 2, 1, 32),
+    Layer("G3 8->16", True, 256, 128, 8, 4, 2, 1, 32),
+    Layer("G4 16->32", True, 128, 64, 16, 4, 2, 1, 32),
+    Layer("G5 32->64", True, 64, 1, 32, 4, 2, 1, 32),
+    Layer("D1 64->32", False, 1, 64, 64, 4, 2, 1, 32),
+    Layer("D2 32->16", False, 64, 128, 32, 4, 2, 1, 32),
+    Layer("D3 16->8", False, 128, 256, 16, 4, 2, 1, 32),
+    Layer("D4 8->4", False, 256, 512, 8, 4, 2, 1, 32),
+    Layer("D5 4->1", False, 512, 1, 4, 4, 1, 0, 32),
 ]
-# 3x3 "same" convolutions: their input gradient is a stride-1 conv_transpose2d, which nn/conv.py
-# computes as a conv2d with the flipped kernel. Widths of the default StyleGAN (8 channels at
-# 64x64, 16 at 32x32) and of the VQ-VAE (32 channels at 16x16 codes), then a wider one.
+# 3x3 "same" convolutions (stride 1, padding 1) of StyleGAN, the VQ-VAE and the PixelCNN prior:
+# the narrow ones of the old defaults (8-16 channels at 32-64 px, 32 at 16x16), then the widths a
+# wider StyleGAN / VQ-VAE would use. Batch as the models train them.
 LAYERS_3X3 = [
-    ("S64a", False, 16, 8, 64, 3, 1, 1),
-    ("S64b", False, 8, 8, 64, 3, 1, 1),
-    ("S32", False, 16, 16, 32, 3, 1, 1),
-    ("V16", False, 32, 32, 16, 3, 1, 1),
-    ("W32", False, 64, 64, 32, 3, 1, 1),
+    Layer("S64a", False, 16, 8, 64, 3, 1, 1, 16),
+    Layer("S64b", False, 8, 8, 64, 3, 1, 1, 16),
+    Layer("S32", False, 16, 16, 32, 3, 1, 1, 16),
+    Layer("V16", False, 32, 32, 16, 3, 1, 1, 32),
+    Layer("W32", False, 64, 64, 32, 3, 1, 1, 32),
+    Layer("W64a", False, 32, 32, 64, 3, 1, 1, 16),
+    Layer("W64b", False, 64, 64, 64, 3, 1, 1, 16),
+    Layer("W32b", False, 32, 32, 32, 3, 1, 1, 32),
 ]
 LAYER_SETS = {"dcgan": DCGAN_LAYERS, "3x3": LAYERS_3X3}
 
@@ -73,9 +84,9 @@ def output_size(transposed, size, k, s, p):
 
 def forward_flops(layer):
     """2 * multiply-adds of the forward pass; backward (input + weight grad) costs twice that."""
-    _, transposed, cin, cout, size, k, s, p = layer
-    pixels = size if transposed else output_size(False, size, k, s, p)  # where the sum is "dense"
-    return 2 * BATCH * pixels * pixels * cin * cout * k * k
+    pixels = layer.size if layer.transposed else output_size(False, layer.size, layer.k, layer.s,
+                                                             layer.p)   # where the sum is "dense"
+    return 2 * layer.batch * pixels * pixels * layer.cin * layer.cout * layer.k * layer.k
 
 
 def channels_last(xp, shape, rng):
@@ -87,13 +98,13 @@ def channels_last(xp, shape, rng):
 
 def ours(layer, xp, rng):
     """A zero-argument function running forward + backward of `layer` with this library."""
-    name, transposed, cin, cout, size, k, s, p = layer
+    name, transposed, cin, cout, size, k, s, p, batch = layer
     out = output_size(transposed, size, k, s, p)
-    x = nn.Tensor(channels_last(xp, (BATCH, cin, size, size), rng), requires_grad=True)
+    x = nn.Tensor(channels_last(xp, (batch, cin, size, size), rng), requires_grad=True)
     w_shape = (cin, cout, k, k) if transposed else (cout, cin, k, k)
     w = nn.Tensor(xp.asarray(rng.standard_normal(w_shape).astype(np.float32) * 0.02),
                   requires_grad=True)
-    gy = nn.Tensor(channels_last(xp, (BATCH, cout, out, out), rng))
+    gy = nn.Tensor(channels_last(xp, (batch, cout, out, out), rng))
     op = conv_transpose2d if transposed else conv2d
 
     def step():
@@ -103,14 +114,14 @@ def ours(layer, xp, rng):
 
 
 def pytorch(layer, torch, device, rng):
-    name, transposed, cin, cout, size, k, s, p = layer
+    name, transposed, cin, cout, size, k, s, p, batch = layer
     out = output_size(transposed, size, k, s, p)
-    x = torch.tensor(rng.standard_normal((BATCH, cin, size, size)), dtype=torch.float32,
+    x = torch.tensor(rng.standard_normal((batch, cin, size, size)), dtype=torch.float32,
                      device=device, requires_grad=True)
     w_shape = (cin, cout, k, k) if transposed else (cout, cin, k, k)
     w = torch.tensor(rng.standard_normal(w_shape) * 0.02, dtype=torch.float32, device=device,
                      requires_grad=True)
-    gy = torch.tensor(rng.standard_normal((BATCH, cout, out, out)), dtype=torch.float32,
+    gy = torch.tensor(rng.standard_normal((batch, cout, out, out)), dtype=torch.float32,
                       device=device)
     op = torch.nn.functional.conv_transpose2d if transposed else torch.nn.functional.conv2d
 
@@ -154,7 +165,7 @@ def main():
     rng = np.random.default_rng(0)
     xp = array_module_for(args.device)
     layers = [layer for layer in LAYER_SETS[args.layers]
-              if args.only is None or args.only in layer[0]]
+              if args.only is None or args.only in layer.name]
 
     sync = (lambda: None) if args.device == "cpu" else xp.cuda.Device().synchronize
     try:
@@ -174,39 +185,54 @@ def main():
             steps[layer].append(pytorch(layer, torch, torch_device, rng))
     clock = time.process_time if args.cpu_time else time.perf_counter
     times = {layer: [[] for _ in steps[layer]] for layer in layers}
-    for repeat in range(args.repeats + 2):          # two warm-up rounds, then interleaved repeats
-        for layer in layers:
-            for i, step in enumerate(steps[layer]):
-                seconds = timed(step, sync if i == 0 else torch_sync, clock)
+    engines = 2 if torch is not None else 1
+    for repeat in range(args.repeats + 2):          # two warm-up rounds, then alternating rounds
+        for i in range(engines):                     # all layers with ours, then with PyTorch
+            time.sleep(SETTLE_SECONDS)
+            for layer in layers:
+                seconds = timed(steps[layer][i], sync if i == 0 else torch_sync, clock)
                 if repeat >= 2:
                     times[layer][i].append(seconds)
 
-    print(f"conv forward+backward (input and weight gradients), batch {BATCH}, float32, "
-          f"device {args.device}, {args.statistic} of {args.repeats}"
-          + (", process CPU time" if args.cpu_time else ", wall time"))
-    print(f"NumPy {np.__version__}, BLAS threads: {blas_threads()}"
-          + (f"; PyTorch {torch.__version__}, {torch.get_num_threads()} threads" if torch else
-             "; PyTorch not installed")
-          + f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    header = f"{'layer':<11} {'shape':<26} {'ours ms':>8} {'GFLOP/s':>8}"
+    print(f"conv forward+backward (input and weight gradients), float32, device {args.device}, "
+          f"{args.statistic} of {args.repeats}" + (", process CPU time" if args.cpu_time else ", wall time"))
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; NumPy {np.__version__}, BLAS threads: "
+          f"{blas_threads()}" + (f"; PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
+                                 if torch else "; PyTorch not installed")
+          + f"; load average {os.getloadavg()[0]:.1f}")
+    header = f"{'layer':<11} {'shape':<30} {'ours ms':>8} {'GFLOP/s':>8}"
     print(header + (f" {'torch ms':>9} {'ratio':>6}" if torch else ""))
-    total = [0.0, 0.0]
+    total, ratios = [0.0, 0.0], []
     for layer in layers:
-        name, transposed, cin, cout, size, k, s, p = layer
         medians = [float(getattr(np, args.statistic)(t)) for t in times[layer]]
-        shape = f"{'convT' if transposed else 'conv'} {cin}->{cout} k{k}s{s}p{p} @{size}"
-        row = (f"{name:<11} {shape:<26} {medians[0] * 1e3:8.1f} "
+        shape = (f"{'convT' if layer.transposed else 'conv'} {layer.cin}->{layer.cout} "
+                 f"k{layer.k}s{layer.s}p{layer.p} @{layer.size} B{layer.batch}")
+        row = (f"{layer.name:<11} {shape:<30} {medians[0] * 1e3:8.1f} "
                f"{3 * forward_flops(layer) / medians[0] / 1e9:8.1f}")
         if torch:
-            row += f" {medians[1] * 1e3:9.1f} {medians[0] / medians[1]:6.2f}"
+            ratios.append(medians[0] / medians[1])
+            row += f" {medians[1] * 1e3:9.1f} {ratios[-1]:6.2f}"
         for i, m in enumerate(medians):
             total[i] += m
         print(row)
-    row = f"{'total':<11} {'':<26} {total[0] * 1e3:8.1f} {'':>8}"
+    row = f"{'total':<11} {'':<30} {total[0] * 1e3:8.1f} {'':>8}"
     if torch:
         row += f" {total[1] * 1e3:9.1f} {total[0] / total[1]:6.2f}"
+        row += f"\ngeometric mean of the ratios {np.exp(np.mean(np.log(ratios))):.2f}, worst {max(ratios):.2f}"
     print(row)
 
+
+def cpu_model():
+    """The CPU's model name (Linux /proc/cpuinfo), for the header of every table."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""2-D convolution and transposed convolution: im2col + one matrix product, col2im by slices.
+"""2-D convolution and transposed convolution as matrix products, on NumPy or CuPy arrays.
 
 Shapes follow PyTorch (NCHW): x (N, C, H, W), conv2d weight (O, C, kh, kw), conv_transpose2d
 weight (C_in, C_out, kh, kw), bias (O,).
@@ -8,62 +8,65 @@ conv2d is a cross-correlation. With stride s, padding p and xp the zero-padded i
     y[n, o, i, j] = b[o] + sum_{c, ky, kx} W[o, c, ky, kx] * xp[n, c, i*s + ky, j*s + kx]
     H_out = (H + 2p - kh) // s + 1
 
-im2col turns this into ONE matrix product. Each row of the "columns" matrix holds the kh*kw*C
-input values one output pixel sees:
+conv_transpose2d is its adjoint (the gradient of conv2d with respect to its input): every input
+pixel scatters a kh x kw patch into the output,
 
-    cols[(n, i, j), (ky, kx, c)] = xp[n, c, i*s + ky, j*s + kx]        (N*H_out*W_out, kh*kw*C)
-    y[(n, i, j), o]              = cols @ Wmat.T,   Wmat[o, (ky, kx, c)] = W[o, c, ky, kx]
+    out[n, o, i*s + ky - p, j*s + kx - p] += W[c, o, ky, kx] * x[n, c, i, j]
+    H_out = (H - 1)*s - 2p + kh + output_padding
 
-conv_transpose2d is the adjoint (the input-gradient) of conv2d: every input pixel scatters a
-kh x kw patch into the output. The matrix product runs the other way, and col2im adds each
-kernel offset's slice back into a zero-padded output:
+Two ways to turn the sum into matrix products
+---------------------------------------------
+1. im2col (any stride). Copy the kh*kw*C input values that each output pixel sees into one row of
+   a "columns" matrix, then multiply once:
 
-    cols[(n, i, j), (ky, kx, o)] = sum_c x[n, c, i, j] * W[c, o, ky, kx]    (x_mat @ Wmat)
-    out[n, o, i*s + ky, j*s + kx] += cols[(n, i, j), (ky, kx, o)]    for every (ky, kx)
-    then crop p on each side:  H_out = (H - 1)*s - 2p + kh + output_padding
+       cols[(n, i, j), (ky, kx, c)] = xp[n, c, i*s + ky, j*s + kx]        (N*H_out*W_out, kh*kw*C)
+       y[(n, i, j), o] = cols @ Wmat.T,   Wmat[o, (ky, kx, c)] = W[o, c, ky, kx]
 
-The col2im loop runs over the kh*kw kernel offsets only; each step is one strided slice add,
-`out[:, ky : ky + s*H : s, kx : kx + s*W : s, :] += cols[:, :, :, ky, kx, :]`.
+   The transposed convolution runs the product the other way and adds each kernel offset's slice
+   back into the output ("col2im": kh*kw strided slice adds, no per-pixel loop).
 
-Why the arrays are channels-last (NHWC) inside
-----------------------------------------------
-Speed on a CPU is decided by memory traffic, not arithmetic. If x is stored channels-last, i.e.
-memory order (n, y, x, c), then the window of one output pixel is kh rows of kw*C consecutive
-floats, and `as_strided` can describe ALL windows as a 6-D view (n, i, j, ky, kx, c) without
-copying anything; one `reshape` then copies it into `cols` with long contiguous runs. With NCHW
-memory the same copy hops between channel planes and was measured 1.1-2.5x slower than PyTorch.
-So, like PyTorch's `channels_last` memory format, this module keeps the public NCHW shape but
-returns NCHW *views* of NHWC memory: `y_nhwc.transpose(0, 3, 1, 2)`. NumPy's element-wise ops
-keep the memory order of their input, so the next layer again finds `x.transpose(0, 2, 3, 1)`
-contiguous and uses it without a copy. Any other layout still works (it is copied once).
+2. Shifted products (stride 1). Flatten the zero-padded, channels-last image into rows,
+   P[r] = xp[n, :, y, x] with r = (n*Hp + y)*Wp + x. The pixel that kernel offset (ky, kx) brings
+   to the output at row r is then row r + ky*Wp + kx, so
 
-What else was measured (DCGAN-64 layers, batch 32, float32, benchmarks/bench_conv.py):
-- The matrix products are ~75% of the time and run at NumPy's BLAS speed whichever way round
-  they are written (cols @ W.T or (W @ cols.T).T: within 2% on one thread).
-- Keeping the columns from forward for the weight gradient: no measurable gain (within noise),
-  and it would hold ~60 MB per discriminator pass, so they are rebuilt in backward.
-- Doing the work in blocks of a few samples (columns stay in cache): up to 14% faster on one
-  thread, but up to 1.6x slower with two BLAS threads on a busy machine (more, smaller matrix
-  products, each ending in a thread synchronisation), so not used.
-- Reusing one column buffer between calls (no fresh pages): 4-10% on one thread; not worth a
-  hidden global buffer in a teaching library.
-- col2im by output phase (offsets with the same ky % s write to one contiguous buffer) or by
-  batch chunks: no faster than the plain strided slice adds below.
+       Y[r] = sum_{ky, kx} P[r + ky*Wp + kx] @ W[:, :, ky, kx].T          (one row per padded pixel)
 
-Gradients (each written with these same differentiable ops, so double backprop works):
+   is kh*kw plain matrix products of contiguous slices of P: nothing is copied kh*kw times. Y holds
+   an output at every padded position; the real outputs are the rows with y < H_out, x < W_out,
+   and the rest (the last kh-1 rows and kw-1 columns of each image) is cropped away. It is used
+   when the output fills at least half of the padded grid (SHIFTED_MIN_FILL), e.g. every 3x3
+   "same" convolution of 8x8 or larger; im2col is used otherwise (stride 2, DCGAN's 4x4 -> 1x1).
+   The weight gradient is the same sum read the other way: gW[:, :, ky, kx] = G.T @ P[off_k + ...],
+   with G the upstream gradient placed on the padded grid (zeros at the cropped positions).
+
+Why the arrays are channels-last (NHWC) inside: on a CPU the time goes into memory traffic. With
+channels-last memory the window of an output pixel is kh runs of kw*C consecutive floats, all the
+windows are one `as_strided` view, and every row of P above is one contiguous pixel. So, like
+PyTorch's `channels_last` format, the public shape stays NCHW but outputs are NCHW *views* of NHWC
+memory (`y_nhwc.transpose(0, 3, 1, 2)`); element-wise NumPy ops keep that memory order, so the next
+layer finds `x.transpose(0, 2, 3, 1)` contiguous. Any other layout works too (it is copied once).
+Measurements behind these choices are in benchmarks/README.md.
+
+Gradients, each written with these same differentiable ops so that double backprop works:
 
     conv2d:            gx = conv_transpose2d(gy, W)   gW = conv2d_weight_grad(x, gy)
     conv_transpose2d:  gx = conv2d(gy, W)             gW = conv2d_weight_grad(gy, x)
     conv2d_weight_grad(x, gy) = gW[o, c, ky, kx] = sum_{n,i,j} gy[n, o, i, j] xp[n, c, i*s+ky, j*s+kx]
-                              = gy_mat.T @ cols  (one more matrix product on the same columns)
+
+A stride-1 conv_transpose2d whose output is no larger than its input (the input gradient of a
+"same" convolution) gathers instead of scattering: it is a conv2d with the kernel flipped and its
+two channel axes swapped, padded by k-1-p, and takes the fast routes above.
 """
 import numpy as np
 
 from .backend import get_array_module
 from .tensor import Function
+from .arguments import int_pair
+
+SHIFTED_MIN_FILL = 0.5   # shifted products when H_out*W_out >= this fraction of the padded grid
 
 
-# ---- raw-array kernels (numpy or cupy, NCHW views of NHWC memory) --------------------------------
+# ---- route 1: im2col + one matrix product (raw numpy/cupy arrays, NCHW views of NHWC memory) ------
 
 def _im2col(x, kernel, stride, padding, out_size):
     """cols[(n, i, j), (ky, kx, c)] = xp[n, c, i*sh + ky, j*sw + kx]   (a 2-D copy).
@@ -116,28 +119,6 @@ def _conv2d_forward(cols, weight, out_shape):
     return y.reshape(*out_shape, o).transpose(0, 3, 1, 2)
 
 
-def _conv_transpose2d_forward(x, weight, stride, padding, output_padding):
-    c, o, kh, kw = weight.shape
-    n, _, h, w = x.shape
-    out_size = _transpose_out_size(x.shape[2:], (kh, kw), stride, padding, output_padding)
-    if stride == (1, 1) and padding[0] < kh and padding[1] < kw and out_size[0] <= h \
-            and out_size[1] <= w:
-        # With stride 1, scattering every input pixel's patch equals gathering a window around
-        # every output pixel: a conv2d with the kernel flipped and its two channel axes swapped,
-        #   y[n, o, a, b] = sum_{c, ky, kx} W[c, o, kh-1-ky, kw-1-kx] * xq[n, c, a + ky, b + kx],
-        # xq = x zero-padded by kh-1-p. im2col + one product, no col2im. This is the input
-        # gradient of every "same" conv (3x3, padding 1); when the output is larger than the
-        # input (DCGAN's 1x1 -> 4x4) the gather would multiply mostly padding, so it scatters.
-        flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)     # (O, C, kh, kw)
-        pad = (kh - 1 - padding[0], kw - 1 - padding[1])
-        cols = _im2col(x, (kh, kw), stride, pad, out_size)
-        return _conv2d_forward(cols, flipped, (n, *out_size))
-    w_mat = weight.transpose(0, 2, 3, 1).reshape(c, kh * kw * o)   # Wmat[c, (ky, kx, o)]
-    cols = (_nhwc_matrix(x) @ w_mat).reshape(n, h, w, kh, kw, o)
-    y = _col2im(cols, out_size, stride, padding)
-    return y.transpose(0, 3, 1, 2)
-
-
 def _conv2d_weight_grad(cols, gy, kernel):
     """gW[o, c, ky, kx] = sum_{n,i,j} gy[n, o, i, j] * cols[(n, i, j), (ky, kx, c)]."""
     o = gy.shape[1]
@@ -145,11 +126,114 @@ def _conv2d_weight_grad(cols, gy, kernel):
     return gw.reshape(o, *kernel, -1).transpose(0, 3, 1, 2).copy()  # (O, C, kh, kw)
 
 
+# ---- route 2: shifted matrix products (stride 1) --------------------------------------------------
+
+def _uses_shifted_products(in_size, kernel, stride, padding):
+    """Stride 1 and an output covering at least SHIFTED_MIN_FILL of the padded grid."""
+    if stride != (1, 1):
+        return False
+    grid = [n + 2 * p for n, p in zip(in_size, padding)]
+    out = [g - k + 1 for g, k in zip(grid, kernel)]
+    return out[0] * out[1] >= SHIFTED_MIN_FILL * grid[0] * grid[1]
+
+
+def _padded_rows(x, kernel, padding):
+    """P (N*Hp*Wp + tail, C): x zero-padded, channels-last, pixels flattened row after row, plus
+    tail = (kh-1)*Wp + (kw-1) zero rows so that every offset's slice P[off : off + N*Hp*Wp] fits.
+    Returns P and the padded grid (Hp, Wp)."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    (kh, kw), (ph, pw) = kernel, padding
+    hp, wp = h + 2 * ph, w + 2 * pw
+    rows = xp.zeros((n * hp * wp + (kh - 1) * wp + (kw - 1), c), dtype=x.dtype)
+    grid = rows[:n * hp * wp].reshape(n, hp, wp, c)
+    grid[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
+    return rows, (hp, wp)
+
+
+def _shifted_conv2d(x, weight, padding):
+    """Stride-1 conv2d: Y[r] = sum_{ky,kx} P[r + ky*Wp + kx] @ W[:, :, ky, kx].T, then crop.
+
+    Returns y as an NCHW view of the (N, Hp, Wp, O) result, cropped to (H_out, W_out).
+    """
+    xp = get_array_module(x)
+    o, _, kh, kw = weight.shape
+    rows, (hp, wp) = _padded_rows(x, (kh, kw), padding)
+    n = x.shape[0]
+    r = n * hp * wp
+    w_k = xp.ascontiguousarray(weight.transpose(2, 3, 1, 0))       # (kh, kw, C, O)
+    y = rows[0:r] @ w_k[0, 0]                                        # offset (0, 0)
+    product = xp.empty_like(y)
+    for ky in range(kh):
+        for kx in range(kw):
+            if ky or kx:
+                offset = ky * wp + kx
+                xp.matmul(rows[offset:offset + r], w_k[ky, kx], out=product)
+                y += product
+    ho, wo = hp - kh + 1, wp - kw + 1
+    return y.reshape(n, hp, wp, o)[:, :ho, :wo, :].transpose(0, 3, 1, 2)
+
+
+def _shifted_weight_grad(x, gy, kernel, padding):
+    """gW[:, :, ky, kx] = G.T @ P[off : off + R], off = ky*Wp + kx, with G the upstream gradient
+    on the padded grid (zeros at the positions _shifted_conv2d crops away)."""
+    xp = get_array_module(x)
+    (kh, kw), (n, o, ho, wo) = kernel, gy.shape
+    rows, (hp, wp) = _padded_rows(x, kernel, padding)
+    r = n * hp * wp
+    g = xp.zeros((r, o), dtype=gy.dtype)
+    g.reshape(n, hp, wp, o)[:, :ho, :wo, :] = gy.transpose(0, 2, 3, 1)
+    gw = xp.empty((kh, kw, o, x.shape[1]), dtype=x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            offset = ky * wp + kx
+            xp.matmul(g.T, rows[offset:offset + r], out=gw[ky, kx])
+    return xp.ascontiguousarray(gw.transpose(2, 3, 0, 1))           # (O, C, kh, kw)
+
+
+# ---- the three operations on raw arrays, each choosing its route -----------------------------------
+
+def _conv2d_raw(x, weight, stride, padding, columns=None):
+    kernel = weight.shape[2:]
+    out_size = _conv_out_size(x.shape[2:], kernel, stride, padding)
+    if columns is None and _uses_shifted_products(x.shape[2:], kernel, stride, padding):
+        return _shifted_conv2d(x, weight, padding)
+    if columns is None:
+        columns = _im2col(x, kernel, stride, padding, out_size)
+    return _conv2d_forward(columns, weight, (x.shape[0], *out_size))
+
+
+def _conv_transpose2d_raw(x, weight, stride, padding, output_padding):
+    c, o, kh, kw = weight.shape
+    n, _, h, w = x.shape
+    out_size = _transpose_out_size(x.shape[2:], (kh, kw), stride, padding, output_padding)
+    if stride == (1, 1) and padding[0] < kh and padding[1] < kw and out_size[0] <= h \
+            and out_size[1] <= w:
+        # Scattering every input pixel's patch equals gathering a window around every output
+        # pixel: y[n, o, a, b] = sum_{c, ky, kx} W[c, o, kh-1-ky, kw-1-kx] * xq[n, c, a+ky, b+kx]
+        # with xq = x zero-padded by k-1-p. When the output is larger than the input (DCGAN's
+        # 1x1 -> 4x4) the gather would multiply mostly padding, so that case scatters below.
+        flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)     # (O, C, kh, kw)
+        return _conv2d_raw(x, flipped, stride, (kh - 1 - padding[0], kw - 1 - padding[1]))
+    w_mat = weight.transpose(0, 2, 3, 1).reshape(c, kh * kw * o)   # Wmat[c, (ky, kx, o)]
+    cols = (_nhwc_matrix(x) @ w_mat).reshape(n, h, w, kh, kw, o)
+    y = _col2im(cols, out_size, stride, padding)
+    return y.transpose(0, 3, 1, 2)
+
+
+def _conv2d_weight_grad_raw(x, gy, kernel, stride, padding, columns=None):
+    if columns is None and _uses_shifted_products(x.shape[2:], kernel, stride, padding):
+        return _shifted_weight_grad(x, gy, kernel, padding)
+    if columns is None:
+        columns = _im2col(x, kernel, stride, padding, gy.shape[2:])
+    return _conv2d_weight_grad(columns, gy, kernel)
+
+
 # ---- differentiable Functions ------------------------------------------------------------------
 #
-# Columns are not kept from forward to backward (measured: no gain, and they would hold
-# memory for the whole graph). The one exception is inside ConvTranspose2d.backward, where both
-# gradients multiply by the same im2col(gy): it is built once and handed to both Functions.
+# Nothing is kept from forward to backward but the inputs (rebuilding columns costs less than
+# holding them for the whole graph). The one exception is inside ConvTranspose2d.backward with the
+# im2col route, where both gradients multiply by the same im2col(gy): it is built once, for both.
 
 def _recovering_output_padding(x_shape, y_shape, kernel, stride, padding):
     """The output_padding that makes conv_transpose2d(y) exactly as large as x again.
@@ -168,13 +252,8 @@ class Conv2d(Function):
         self.columns = columns  # im2col(x), when the caller has it already
 
     def forward(self, x, weight):
-        kernel = weight.shape[2:]
-        out_size = _conv_out_size(x.shape[2:], kernel, self.stride, self.padding)
-        cols = self.columns
-        if cols is None:
-            cols = _im2col(x, kernel, self.stride, self.padding, out_size)
-        self.columns = None  # not kept for backward
-        return _conv2d_forward(cols, weight, (x.shape[0], *out_size))
+        columns, self.columns = self.columns, None       # not kept for backward
+        return _conv2d_raw(x, weight, self.stride, self.padding, columns)
 
     def backward(self, gy):
         x, weight = self.inputs
@@ -195,13 +274,15 @@ class ConvTranspose2d(Function):
         self.stride, self.padding, self.output_padding = stride, padding, output_padding
 
     def forward(self, x, weight):
-        return _conv_transpose2d_forward(x, weight, self.stride, self.padding, self.output_padding)
+        return _conv_transpose2d_raw(x, weight, self.stride, self.padding, self.output_padding)
 
     def backward(self, gy):
         x, weight = self.inputs
         kernel = weight.shape[2:]
         columns = None
-        if all(self.needs_input_grad):  # both gradients multiply by im2col(gy): build it once
+        if all(self.needs_input_grad) and not _uses_shifted_products(
+                gy.shape[2:], kernel, self.stride, self.padding):
+            # both gradients multiply by im2col(gy): build it once
             columns = _im2col(gy.data, kernel, self.stride, self.padding, x.shape[2:])
         gx = gw = None
         if self.needs_input_grad[0]:
@@ -224,11 +305,8 @@ class Conv2dWeightGrad(Function):
         self.columns = columns  # im2col(x), when the caller has it already
 
     def forward(self, x, gy):
-        cols = self.columns
-        if cols is None:
-            cols = _im2col(x, self.kernel, self.stride, self.padding, gy.shape[2:])
-        self.columns = None
-        return _conv2d_weight_grad(cols, gy, self.kernel)
+        columns, self.columns = self.columns, None
+        return _conv2d_weight_grad_raw(x, gy, self.kernel, self.stride, self.padding, columns)
 
     def backward(self, ggw):
         x, gy = self.inputs
@@ -243,15 +321,6 @@ class Conv2dWeightGrad(Function):
 
 
 # ---- argument checking --------------------------------------------------------------------------
-
-def _as_pair(value, name, minimum):
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return tuple(int(v) for v in pair)
-
 
 def _conv_out_size(size, kernel, stride, padding):
     return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(size, kernel, stride, padding))
@@ -295,7 +364,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     stride and padding are ints or (h, w) pairs.
     """
     _check_inputs("conv2d", x, weight, bias, channel_axis=1)
-    stride, padding = _as_pair(stride, "stride", 1), _as_pair(padding, "padding", 0)
+    stride, padding = int_pair(stride, "stride", 1), int_pair(padding, "padding", 0)
     kernel = tuple(weight.shape[2:])
     out = _conv_out_size(x.shape[2:], kernel, stride, padding)
     if min(out) <= 0:
@@ -316,8 +385,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     and columns at the bottom/right, to pick among the input sizes a stride-s conv2d maps to H.
     """
     _check_inputs("conv_transpose2d", x, weight, bias, channel_axis=0)
-    stride, padding = _as_pair(stride, "stride", 1), _as_pair(padding, "padding", 0)
-    output_padding = _as_pair(output_padding, "output_padding", 0)
+    stride, padding = int_pair(stride, "stride", 1), int_pair(padding, "padding", 0)
+    output_padding = int_pair(output_padding, "output_padding", 0)
     if any(op >= s for op, s in zip(output_padding, stride)):
         raise ValueError(f"conv_transpose2d: output_padding {output_padding} must be smaller "
                          f"than stride {stride}")

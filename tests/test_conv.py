@@ -15,6 +15,12 @@ CONV_CASES = [
     (2, 2, 3, 6, 5, 3, 3, 2, 1),
     (2, 2, 2, 6, 7, 4, 4, 2, 1),
     (2, 2, 2, 5, 6, 3, 2, (2, 1), (1, 0)),
+    # stride 1, output filling most of the padded grid: the shifted-products route
+    (2, 3, 4, 9, 7, 3, 3, 1, 1),               # a 3x3 "same" conv, odd sizes
+    (2, 3, 2, 7, 6, 3, 3, 1, 2),               # padding 2
+    (1, 2, 3, 5, 8, 2, 3, 1, 0),               # batch 1, the PixelCNN's 2x3 vertical kernel
+    (2, 2, 2, 4, 9, 1, 2, 1, 0),               # its 1x2 horizontal kernel
+    (1, 2, 3, 16, 12, 4, 7, 1, (1, 3)),        # a 4x7 kernel, rectangular padding
 ]
 # (N, C_in, C_out, H, W, kh, kw, stride, padding, output_padding)
 TRANSPOSE_CASES = [
@@ -108,8 +114,9 @@ def test_gradcheck(case, transpose, device, rng):
     assert nn.gradcheck(lambda x, w, b: run(case, transpose, x, w, b), [x, w, b])
 
 
-GRADGRAD_CASES = [(CONV_CASES[1], False), (CONV_CASES[3], False),
-                  (TRANSPOSE_CASES[1], True), (TRANSPOSE_CASES[4], True)]
+GRADGRAD_CASES = [(CONV_CASES[1], False), (CONV_CASES[3], False), (CONV_CASES[4], False),
+                  (CONV_CASES[6], False), (TRANSPOSE_CASES[1], True), (TRANSPOSE_CASES[4], True),
+                  (TRANSPOSE_CASES[6], True)]
 
 
 @pytest.mark.parametrize("case,transpose", GRADGRAD_CASES,
@@ -120,6 +127,38 @@ def test_gradgradcheck(case, transpose, device, rng):
     Conv2dWeightGrad, so its backward is checked here too."""
     x, w, b = make_inputs(case, transpose, device, rng)
     assert nn.gradgradcheck(lambda x, w, b: run(case, transpose, x, w, b), [x, w, b])
+
+
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[7] == 1],
+                         ids=["-".join(map(str, c)) for c in CONV_CASES if c[7] == 1])
+def test_both_routes_agree(case, device, rng, monkeypatch):
+    """Stride-1 convolutions computed by im2col and by shifted products give the same output,
+    input and weight gradients and second derivatives (float64)."""
+    x, w, b = make_inputs(case, False, device, rng)
+    upstream = nn.Tensor(rng.standard_normal(run(case, False, x, w, b).shape)).to(device)
+
+    def everything():
+        y = run(case, False, x, w, b)
+        gx, gw = nn.grad(y, [x, w], upstream, create_graph=True)
+        ggx, ggw = nn.grad((gx * gx).sum() + (gw * gw).sum(), [x, w])
+        return [t.numpy() for t in (y, gx, gw, ggx, ggw)]
+
+    results = {}
+    for fill, route in [(2.0, "im2col"), (0.0, "shifted")]:   # never / always shifted
+        monkeypatch.setattr(nn.conv, "SHIFTED_MIN_FILL", fill)
+        results[route] = everything()
+    for a, b_ in zip(results["im2col"], results["shifted"]):
+        np.testing.assert_allclose(a, b_, rtol=1e-11, atol=1e-11)
+
+
+def test_route_choice():
+    """Shifted products for stride-1 convolutions whose output fills the padded grid, im2col else."""
+    from nn.conv import _uses_shifted_products as shifted
+    assert shifted((8, 8), (3, 3), (1, 1), (1, 1))          # 3x3 "same" at 8x8: 64 of 100
+    assert shifted((64, 64), (3, 3), (1, 1), (1, 1))
+    assert not shifted((4, 4), (3, 3), (1, 1), (1, 1))      # 16 of 36: im2col
+    assert not shifted((32, 32), (4, 4), (2, 2), (1, 1))    # stride 2
+    assert not shifted((4, 4), (4, 4), (1, 1), (0, 0))      # DCGAN's last D layer: 4x4 -> 1x1
 
 
 def test_gradient_penalty_path(device, rng):
