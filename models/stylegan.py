@@ -8,6 +8,8 @@ With blur=True (train_stylegan.py's default) a [1, 2, 1] low-pass filter follows
 conv in G and precedes every downsampling conv in D, as in the official code.
 
 Both networks are built for every resolution up to `image_size` but run only up to the current one.
+Each keeps one block per resolution in `blocks[R]` (an nn.ModuleDict), and a block owns the 1x1
+layer that turns its features into an image (G: to_image) or an image into features (D: from_image).
 While a new resolution R is faded in, alpha goes from 0 to 1 (Karras et al. 2018, figure 2):
 
     G:  image = (1 - alpha) * upsample(to_image_{R/2}(x_{R/2})) + alpha * to_image_R(block_R(x_{R/2}))
@@ -79,15 +81,13 @@ class MappingNetwork(nn.Module):
 
     def __init__(self, z_dim, w_dim, num_layers=8, lrmul=0.01, rng=None):
         super().__init__()
-        self.num_layers = num_layers
-        for i in range(num_layers):
-            layer = EqualLinear(z_dim if i == 0 else w_dim, w_dim, lrmul=lrmul, rng=rng)
-            setattr(self, f"dense{i}", layer)
+        self.layers = nn.ModuleList([EqualLinear(z_dim if i == 0 else w_dim, w_dim, lrmul=lrmul,
+                                                 rng=rng) for i in range(num_layers)])
 
     def forward(self, z):
-        x = F.pixel_norm(z)
-        for i in range(self.num_layers):
-            x = lrelu(getattr(self, f"dense{i}")(x))
+        x = F.pixel_norm(z)                     # z / sqrt(mean(z^2) + 1e-8)
+        for layer in self.layers:
+            x = lrelu(layer(x))                 # x <- lrelu(x (c w_hat)^T + lrmul b_hat)
         return x
 
 
@@ -108,16 +108,18 @@ class StyleLayer(nn.Module):
 
     def forward(self, x, w, noise):
         if self.has_conv:
-            x = self.conv(x)
+            x = self.conv(x)                    # conv3x3 with equalised weights, + bias
             if self.blur_after_conv:
-                x = blur(x)
-        x = lrelu(self.noise(x, noise))
-        return self.style(x, w)
+                x = blur(x)                     # [1, 2, 1] low-pass after the upsampling conv
+        x = lrelu(self.noise(x, noise))         # x + B * noise, then LeakyReLU 0.2
+        return self.style(x, w)                 # AdaIN(x, A(w)), Karras et al. 2019 eq. 1
 
 
 class SynthesisBlock(nn.Module):
-    """One resolution of g: (upsample, style layer, style layer); at 4x4 the input is the learned
-    constant (initialised to ones) and its first layer has no conv."""
+    """One resolution R of g: (upsample, style layer, style layer), and its to-image 1x1 conv,
+    which turns the features into the image while R is the output resolution (or fading out).
+    At 4x4 the input is the learned constant (initialised to ones) and the first layer has no conv.
+    """
 
     def __init__(self, resolution, in_channels, out_channels, w_dim, blur=False, rng=None):
         super().__init__()
@@ -128,12 +130,16 @@ class SynthesisBlock(nn.Module):
         self.layer0 = StyleLayer(in_channels, out_channels, w_dim, has_conv=not first,
                                  blur_after_conv=blur and not first, rng=rng)
         self.layer1 = StyleLayer(out_channels, out_channels, w_dim, rng=rng)
+        self.to_image = EqualConv2d(out_channels, 1, 1, gain=1.0, rng=rng)
+
+    def image_layer(self):
+        return self.to_image
 
     def forward(self, x, w0, w1, noise0, noise1, features=None):
         if self.resolution == 4:
             x = broadcast_to(self.const, (w0.shape[0],) + self.const.shape[1:])
         else:
-            x = upsample(x)
+            x = upsample(x)                     # nearest neighbour: R/2 -> R
         x = self.layer0(x, w0, noise0)
         if features is not None:
             features.append(x)
@@ -144,23 +150,18 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """g(w_0, ..., w_{L-1}): the image at `resolution`, faded in with `alpha` (see module doc)."""
+    """g(w_0, ..., w_{L-1}): the image at `resolution`, faded in with `alpha` (see module doc).
+    `blocks[R]` is the SynthesisBlock of resolution R, for every R from 4 to image_size."""
 
     def __init__(self, image_size, w_dim, widths, blur=False, rng=None):
         super().__init__()
         self.image_size = image_size
         self.resolutions = resolutions_up_to(image_size)
+        self.blocks = nn.ModuleDict()
         previous = widths[4]
         for r in self.resolutions:
-            setattr(self, f"block{r}", SynthesisBlock(r, previous, widths[r], w_dim, blur, rng=rng))
-            setattr(self, f"to_image{r}", EqualConv2d(widths[r], 1, 1, gain=1.0, rng=rng))
+            self.blocks[r] = SynthesisBlock(r, previous, widths[r], w_dim, blur, rng=rng)
             previous = widths[r]
-
-    def block(self, r):
-        return getattr(self, f"block{r}")
-
-    def to_image(self, r):
-        return getattr(self, f"to_image{r}")
 
     def forward(self, ws, resolution, alpha=1.0, noise=None, features=None):
         """ws: list of num_style_layers(resolution) tensors (B, w_dim), one per style layer.
@@ -170,12 +171,12 @@ class SynthesisNetwork(nn.Module):
         x, previous_x = None, None
         for i, r in enumerate(resolutions_up_to(resolution)):
             previous_x = x
-            x = self.block(r)(x, ws[2 * i], ws[2 * i + 1], noise[2 * i], noise[2 * i + 1],
-                              features)
-        image = self.to_image(resolution)(x)
+            x = self.blocks[r](x, ws[2 * i], ws[2 * i + 1], noise[2 * i], noise[2 * i + 1],
+                               features)
+        image = self.blocks[resolution].to_image(x)
         if alpha < 1.0 and resolution > START_RESOLUTION:
-            old = upsample(self.to_image(resolution // 2)(previous_x))
-            image = lerp(old, image, alpha)
+            old = upsample(self.blocks[resolution // 2].to_image(previous_x))
+            image = lerp(old, image, alpha)     # (1 - alpha) up(to_image_{R/2}) + alpha to_image_R
         return image
 
 
@@ -219,10 +220,13 @@ class Generator(nn.Module):
             ws = truncate(ws, w_avg, psi)
         return self.synthesis(ws, resolution, alpha, noise)
 
+    def load_state_dict(self, state, strict=True):
+        return super().load_state_dict(with_current_names(state), strict)
+
     def mean_w(self, n=4096, seed=0):
         """The average w over n random z: the centre that truncation pulls towards."""
         rng = np.random.default_rng(seed)
-        device = self.mapping.dense0.weight.device
+        device = self.mapping.layers[0].weight.device
         z = nn.Tensor(rng.standard_normal((n, self.z_dim)).astype(np.float32)).to(device)
         with nn.no_grad():
             return self.mapping(z).mean(axis=0, keepdims=True)
@@ -240,31 +244,40 @@ def truncate(ws, w_avg, psi, cutoff=None):
     """Truncation trick (Karras et al. 2019, equation 3): w' = w_avg + psi * (w - w_avg), on the
     first `cutoff` style layers (all when None; the paper's figures use the coarse layers)."""
     cutoff = len(ws) if cutoff is None else cutoff
-    return [lerp(w_avg, w, psi) if i < cutoff else w for i, w in enumerate(ws)]
+    return [lerp(w_avg, w, psi) if i < cutoff else w   # w_avg + psi (w - w_avg)
+            for i, w in enumerate(ws)]
 
 
 # ---- the discriminator ------------------------------------------------------------------------
 
 class DiscriminatorBlock(nn.Module):
-    """conv3 -> LeakyReLU -> [blur ->] conv3 -> LeakyReLU -> 2x2 average pool: R to R/2."""
+    """One resolution R of D: conv3 -> LeakyReLU -> [blur ->] conv3 -> LeakyReLU -> 2x2 average
+    pool, R to R/2; and its from-image 1x1 conv, which reads the image while R is the input
+    resolution (or the one fading out)."""
 
-    def __init__(self, in_channels, out_channels, blur=False, rng=None):
+    def __init__(self, resolution, in_channels, out_channels, blur=False, rng=None):
         super().__init__()
+        self.resolution = resolution
         self.blur_before_conv1 = blur
+        self.from_image = EqualConv2d(1, in_channels, 1, rng=rng)
         self.conv0 = EqualConv2d(in_channels, in_channels, 3, rng=rng)
         self.conv1 = EqualConv2d(in_channels, out_channels, 3, rng=rng)
+
+    def image_layer(self):
+        return self.from_image
 
     def forward(self, x):
         x = lrelu(self.conv0(x))
         if self.blur_before_conv1:
-            x = blur(x)
+            x = blur(x)                         # [1, 2, 1] low-pass before the downsampling
         x = lrelu(self.conv1(x))
-        return downsample(x)
+        return downsample(x)                    # 2x2 average pool: R -> R/2
 
 
 class Discriminator(nn.Module):
     """D(image) -> one score per image, (B, 1). Minibatch standard deviation at 4x4 (Karras et al.
-    2018, section 3: the spread of features across a group of 4 samples, as one extra map)."""
+    2018, section 3: the spread of features across a group of 4 samples, as one extra map).
+    `blocks[R]` is the DiscriminatorBlock of resolution R, for every R from 8 to image_size."""
 
     def __init__(self, image_size=64, fmap_base=1024, fmap_max=64, mbstd_group=4, seed=1,
                  blur=False):
@@ -274,34 +287,31 @@ class Discriminator(nn.Module):
                            mbstd_group=mbstd_group, blur=blur)
         self.mbstd_group = mbstd_group
         self.widths = widths = channel_widths(image_size, fmap_base, fmap_max)
+        self.blocks = nn.ModuleDict()
         for r in resolutions_up_to(image_size, START_RESOLUTION):
-            setattr(self, f"from_image{r}", EqualConv2d(1, widths[r], 1, rng=rng))
-            setattr(self, f"block{r}", DiscriminatorBlock(widths[r], widths[r // 2], blur,
-                                                          rng=rng))
+            self.blocks[r] = DiscriminatorBlock(r, widths[r], widths[r // 2], blur, rng=rng)
         c = widths[4]
         self.final_conv = EqualConv2d(c + 1, c, 3, rng=rng)
         self.final_dense = EqualLinear(c * 16, c, rng=rng)
         self.score = EqualLinear(c, 1, gain=1.0, rng=rng)
 
-    def from_image(self, r):
-        return getattr(self, f"from_image{r}")
-
-    def block(self, r):
-        return getattr(self, f"block{r}")
-
     def forward(self, image, resolution, alpha=1.0):
-        x = self.block(resolution)(lrelu(self.from_image(resolution)(image)))
+        block = self.blocks[resolution]
+        x = block(lrelu(block.from_image(image)))
         if alpha < 1.0 and resolution > START_RESOLUTION:
-            old = lrelu(self.from_image(resolution // 2)(downsample(image)))
-            x = lerp(old, x, alpha)
+            old = lrelu(self.blocks[resolution // 2].from_image(downsample(image)))
+            x = lerp(old, x, alpha)             # (1 - alpha) old + alpha block_R(...)
         r = resolution // 2
         while r >= START_RESOLUTION:
-            x = self.block(r)(x)
+            x = self.blocks[r](x)
             r //= 2
-        x = F.minibatch_stddev(x, group_size=self.mbstd_group)
+        x = F.minibatch_stddev(x, group_size=self.mbstd_group)   # + one map: mean std over groups
         x = lrelu(self.final_conv(x))
         x = lrelu(self.final_dense(x.reshape(x.shape[0], -1)))
         return self.score(x)
+
+    def load_state_dict(self, state, strict=True):
+        return super().load_state_dict(with_current_names(state), strict)
 
 
 # ---- real images and the generator average ---------------------------------------------------
@@ -323,23 +333,43 @@ def fade_real_images(images, resolution, alpha):
     return x
 
 
-# ---- which parameters train at a resolution ----------------------------------------------------
-
-_RESOLUTION_IN_NAME = re.compile(r"(block|to_image|from_image)(\d+)\.")
-
+# ---- which parameters train at a resolution, and checkpoints from before the containers -------
 
 def parameters_at(model, resolution):
-    """The parameters `model` (G or D) uses at `resolution`, including the R/2 image layer that the
-    fade-in blends with. Blocks of higher resolutions are left out of the optimizer."""
-    chosen = []
-    for name, parameter in model.named_parameters():
-        found = _RESOLUTION_IN_NAME.search(name)
-        if found is not None:
-            kind, r = found.group(1), int(found.group(2))
-            if r > resolution or (kind != "block" and r < resolution // 2):
-                continue
-        chosen.append(parameter)
-    return chosen
+    """The parameters G or D trains at `resolution` R, in model.parameters() order (the order a
+    saved optimizer state follows). Found by structure: a per-resolution block of resolution r
+    is left out when r > R, and its image layer (to_image / from_image) also when r < R/2 (the
+    fade-in at R still blends in the image of R/2). Everything else always trains."""
+    left_out = set()
+    for block in model.modules():
+        if isinstance(block, (SynthesisBlock, DiscriminatorBlock)):
+            if block.resolution > resolution:
+                left_out.update(id(p) for p in block.parameters())
+            elif block.resolution < resolution // 2:
+                left_out.update(id(p) for p in block.image_layer().parameters())
+    return [p for p in model.parameters() if id(p) not in left_out]
+
+
+_OLD_NAMES = [   # (old key prefix, today's) for checkpoints saved before the containers
+    (re.compile(r"^mapping\.dense(\d+)\."), r"mapping.layers.\1."),
+    (re.compile(r"^synthesis\.block(\d+)\."), r"synthesis.blocks.\1."),
+    (re.compile(r"^synthesis\.to_image(\d+)\."), r"synthesis.blocks.\1.to_image."),
+    (re.compile(r"^block(\d+)\."), r"blocks.\1."),
+    (re.compile(r"^from_image(\d+)\."), r"blocks.\1.from_image."),
+]
+
+
+def with_current_names(state):
+    """A state dict with the names of older checkpoints ("synthesis.block8.layer0...",
+    "synthesis.to_image8.weight", "from_image8.weight", "mapping.dense0.weight") renamed to
+    today's ("synthesis.blocks.8.layer0...", "synthesis.blocks.8.to_image.weight", ...). The
+    parameter order is the same, so saved optimizer states load as they are."""
+    renamed = {}
+    for key, value in state.items():
+        for old, new in _OLD_NAMES:
+            key = old.sub(new, key)
+        renamed[key] = value
+    return renamed
 
 
 # ---- building from flags, and sampling from a checkpoint (generate.py calls `sample`) -------------
@@ -357,7 +387,7 @@ def build(config, seed=0):
 
 def generate(generator, z, resolution, noise_rng, psi=None, w_avg=None, batch=32):
     """Images (N, 1, R, R) as a float32 NumPy array clipped to [-1, 1], in batches, no graph."""
-    device = generator.mapping.dense0.weight.device
+    device = generator.mapping.layers[0].weight.device
     out = []
     with nn.no_grad():
         for start in range(0, len(z), batch):

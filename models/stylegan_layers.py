@@ -60,10 +60,10 @@ class EqualLinear(nn.Module):
         self.bias = nn.Parameter(np.full(out_features, bias_init / lrmul, dtype=np.float32))
 
     def runtime_weight(self):
-        return self.weight * self.scale
+        return self.weight * self.scale         # w = c w_hat
 
     def forward(self, x):
-        return F.linear(x, self.runtime_weight(), self.bias * self.lrmul)
+        return F.linear(x, self.runtime_weight(), self.bias * self.lrmul)   # x w^T + lrmul b_hat
 
 
 class EqualConv2d(nn.Module):
@@ -79,7 +79,7 @@ class EqualConv2d(nn.Module):
         self.bias = nn.Parameter(np.zeros(out_channels, dtype=np.float32))
 
     def runtime_weight(self):
-        return self.weight * self.scale
+        return self.weight * self.scale         # w = c w_hat, c = gain / sqrt(fan_in)
 
     def forward(self, x):
         return F.conv2d(x, self.runtime_weight(), self.bias, padding=self.padding)
@@ -95,7 +95,7 @@ class NoiseInjection(nn.Module):
         self.weight = nn.Parameter(np.zeros(channels, dtype=np.float32))
 
     def forward(self, x, noise):
-        return x + channel_view(self.weight) * noise
+        return x + channel_view(self.weight) * noise      # x[n, c] + B[c] * noise[n, 0]
 
 
 class StyleModulation(nn.Module):
@@ -112,7 +112,7 @@ class StyleModulation(nn.Module):
         self.affine = EqualLinear(w_dim, 2 * channels, gain=1.0, rng=rng)
 
     def forward(self, x, w):
-        style = self.affine(w)
-        scale = style[:, :self.channels] + 1.0
-        bias = style[:, self.channels:]
-        return F.adain(x, scale, bias)
+        style = self.affine(w)                  # (y_s, y_b) = A(w)
+        scale = style[:, :self.channels] + 1.0  # y_s + 1
+        bias = style[:, self.channels:]         # y_b
+        return F.adain(x, scale, bias)          # (y_s + 1) (x - mu(x)) / sigma(x) + y_b

@@ -30,28 +30,28 @@ def squared_gradient_norm(scores, inputs):
 
     Summing the scores is fine because sample i's score depends only on image i (no batch norm in
     D; minibatch stddev couples samples slightly, as in the official code)."""
-    gradient, = nn.grad(scores.sum(), [inputs], create_graph=True)
-    return (gradient * gradient).reshape(gradient.shape[0], -1).sum(axis=1)
+    gradient, = nn.grad(scores.sum(), [inputs], create_graph=True)      # grad_x D(x), differentiable
+    return (gradient * gradient).reshape(gradient.shape[0], -1).sum(axis=1)   # |grad_x D(x)|^2
 
 
 def r1_penalty(real_scores, reals, gamma=10.0):
     """gamma/2 * E[|grad_x D(x)|^2] on real images; `reals` must have requires_grad=True and
     `real_scores` = D(reals)."""
-    return squared_gradient_norm(real_scores, reals).mean() * (gamma / 2)
+    return squared_gradient_norm(real_scores, reals).mean() * (gamma / 2)   # gamma/2 E[|grad|^2]
 
 
 def interpolates(reals, fakes, rng):
     """x_hat = x + u * (G(z) - x) with u ~ U(0, 1) per sample (raw arrays in, leaf Tensor out)."""
     u = rng.uniform(size=(reals.shape[0], 1, 1, 1)).astype(reals.dtype)
     u = nn.Tensor(u).to(nn.Tensor(reals).device).data
-    return nn.Tensor(reals + u * (fakes - reals), requires_grad=True)
+    return nn.Tensor(reals + u * (fakes - reals), requires_grad=True)   # x + u (G(z) - x)
 
 
 def wgan_gradient_penalty(discriminator, x_hat, resolution, alpha, weight=10.0):
     """lambda * E[(|grad D(x_hat)| - 1)^2]; the 1e-8 keeps sqrt differentiable at 0."""
     scores = discriminator(x_hat, resolution, alpha)
-    norm = (squared_gradient_norm(scores, x_hat) + 1e-8).sqrt()
-    return ((norm - 1.0) ** 2).mean() * weight
+    norm = (squared_gradient_norm(scores, x_hat) + 1e-8).sqrt()      # |grad D(x_hat)|
+    return ((norm - 1.0) ** 2).mean() * weight                        # lambda E[(|grad| - 1)^2]
 
 
 def discriminator_loss(discriminator, reals, fakes, resolution, alpha, loss="ns-r1",
@@ -65,6 +65,7 @@ def discriminator_loss(discriminator, reals, fakes, resolution, alpha, loss="ns-
     fake_scores = discriminator(nn.Tensor(fakes), resolution, alpha)
     log = {"d_real": float(real_scores.data.mean()), "d_fake": float(fake_scores.data.mean())}
     if loss == "ns-r1":
+        # E[softplus(D(G(z)))] + E[softplus(-D(x))]
         total = F.softplus(fake_scores).mean() + F.softplus(-real_scores).mean()
         log["d_loss"] = float(total.data)
         if regularise:
@@ -72,6 +73,7 @@ def discriminator_loss(discriminator, reals, fakes, resolution, alpha, loss="ns-
             log["penalty"] = float(penalty.data)
             total = total + penalty * reg_every
     elif loss == "wgan-gp":
+        # E[D(G(z))] - E[D(x)] + eps_drift E[D(x)^2]
         total = fake_scores.mean() - real_scores.mean() + (real_scores ** 2).mean() * drift
         log["d_loss"] = float(total.data)
         if regularise:

@@ -18,6 +18,7 @@ from . import init
 from .init import get_rng_state, manual_seed, set_rng_state
 from .modules import (AdaIN, BatchNorm2d, ConvTranspose2d, Conv2d, Dropout, Flatten, Identity,
                       IncompatibleKeys, InstanceNorm2d, LeakyReLU, Linear, MaskedConv2d, Module,
-                      ModuleList, Parameter, ReLU, Sequential, Sigmoid, StateDictError, Tanh)
+                      ModuleDict, ModuleList, Parameter, ReLU, Sequential, Sigmoid, StateDictError,
+                      Tanh)
 from . import optim
 from .serialization import CheckpointError, load, save

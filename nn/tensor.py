@@ -275,7 +275,8 @@ def _backpropagate(outputs, grad_outputs, create_graph):
             needed = function.needs_input_grad
             if all(g is None for g in gys) or not any(needed):
                 continue
-            gys = [g if g is not None else _zeros_like_output(function, i) for i, g in enumerate(gys)]
+            gys = [g if g is not None else _zeros_like_output(function, i)
+                   for i, g in enumerate(gys)]
             gxs = function.backward(*gys)
             gxs = gxs if isinstance(gxs, (tuple, list)) else (gxs,)
             for x, gx, need in zip(function.inputs, gxs, needed):

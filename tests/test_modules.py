@@ -462,6 +462,18 @@ def test_module_list_and_forgotten_super_init():
         Broken()
 
 
+def test_module_dict_indexes_by_key_and_names_the_state_by_it():
+    blocks = nn.ModuleDict({8: nn.Linear(2, 3), 16: nn.Linear(3, 4)})
+    blocks[32] = nn.Linear(4, 5)
+    assert list(blocks) == ["8", "16", "32"] and len(blocks) == 3
+    assert blocks[16] is blocks["16"] and 16 in blocks and 64 not in blocks
+    assert blocks[16].out_features == 4
+    assert list(blocks.state_dict()) == ["8.weight", "8.bias", "16.weight", "16.bias",
+                                         "32.weight", "32.bias"]
+    assert [p.shape for p in blocks.parameters()][::2] == [(3, 2), (4, 3), (5, 4)]
+    with pytest.raises(KeyError):
+        blocks[64]
+
 def test_deepcopy_gives_an_independent_module():
     """copy.deepcopy is how a generator's moving average (EMA copy) is made."""
     import copy

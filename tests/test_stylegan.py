@@ -1,6 +1,7 @@
 """StyleGAN model tests: shapes while growing, equalised learning rate, truncation, style mixing,
 fade-in, and the gradient penalties' weight gradients against finite differences (float64)."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -98,7 +99,7 @@ def test_equalised_conv_scales_as_specified():
 def test_mapping_network_uses_learning_rate_multiplier():
     mapping = sg.MappingNetwork(32, 32, num_layers=8, lrmul=0.01, rng=np.random.default_rng(0))
     for i in range(8):
-        layer = getattr(mapping, f"dense{i}")
+        layer = mapping.layers[i]
         assert layer.lrmul == 0.01
         assert layer.scale == pytest.approx(math.sqrt(2) / math.sqrt(32) * 0.01)
         assert 60 < layer.weight.numpy().std() < 140
@@ -108,7 +109,7 @@ def test_style_scale_starts_at_one():
     """The AdaIN scale is (affine(w) + 1): with the zero bias it stays near 1, not near 0."""
     G = tiny_generator()
     w = G.mapping(latent(64, "cpu"))
-    style = G.synthesis.block8.layer0.style
+    style = G.synthesis.blocks[8].layer0.style
     s = style.affine(w).numpy()[:, :style.channels] + 1.0
     assert 0.3 < s.mean() < 1.7
 
@@ -185,25 +186,52 @@ def test_parameters_at_leaves_out_unused_resolutions():
     G, D = tiny_generator(), tiny_discriminator()
     ids = lambda params: {id(p) for p in params}  # noqa: E731
     g16, d16 = ids(sg.parameters_at(G, 16)), ids(sg.parameters_at(D, 16))
-    assert id(G.synthesis.block32.layer0.conv.weight) not in g16
-    assert id(G.synthesis.to_image8.weight) in g16          # used while 16x16 fades in
-    assert id(G.synthesis.to_image4.weight) not in g16
-    assert id(G.mapping.dense7.weight) in g16
-    assert id(D.from_image32.weight) not in d16 and id(D.from_image8.weight) in d16
-    assert id(D.block8.conv0.weight) in d16 and id(D.score.weight) in d16
+    assert id(G.synthesis.blocks[32].layer0.conv.weight) not in g16
+    assert id(G.synthesis.blocks[8].to_image.weight) in g16          # used while 16x16 fades in
+    assert id(G.synthesis.blocks[4].to_image.weight) not in g16
+    assert id(G.mapping.layers[7].weight) in g16
+    assert id(D.blocks[32].from_image.weight) not in d16 and id(D.blocks[8].from_image.weight) in d16
+    assert id(D.blocks[8].conv0.weight) in d16 and id(D.score.weight) in d16
 
+
+def test_checkpoints_with_the_old_parameter_names_still_load():
+    """Before the per-resolution containers the state dicts said "synthesis.block8.layer0...",
+    "synthesis.to_image8", "mapping.dense0", "block16.conv0", "from_image16"."""
+    G, D = tiny_generator(image_size=16, seed=0), tiny_discriminator(image_size=16, seed=1)
+
+    def old_names(state):
+        renamed = {}
+        for key, value in state.items():
+            key = re.sub(r"^mapping\.layers\.(\d+)\.", r"mapping.dense\1.", key)
+            key = re.sub(r"^synthesis\.blocks\.(\d+)\.to_image\.", r"synthesis.to_image\1.", key)
+            key = re.sub(r"^synthesis\.blocks\.(\d+)\.", r"synthesis.block\1.", key)
+            key = re.sub(r"^blocks\.(\d+)\.from_image\.", r"from_image\1.", key)
+            renamed[re.sub(r"^blocks\.(\d+)\.", r"block\1.", key)] = value
+        return renamed
+    old_g, old_d = old_names(G.state_dict()), old_names(D.state_dict())
+    assert {"mapping.dense0.weight", "synthesis.block8.layer0.conv.weight",
+            "synthesis.to_image8.weight", "synthesis.block4.const"} <= set(old_g)
+    assert {"from_image16.weight", "block16.conv0.weight", "block8.conv1.bias"} <= set(old_d)
+    G2, D2 = tiny_generator(image_size=16, seed=7), tiny_discriminator(image_size=16, seed=8)
+    G2.load_state_dict(old_g)
+    D2.load_state_dict(old_d)
+    z, image = latent(2, "cpu"), nn.Tensor(np.ones((4, 1, 16, 16), np.float32))
+    noise = noise_for(2, 16, "cpu")
+    with nn.no_grad():
+        np.testing.assert_array_equal(G2(z, 16, noise=noise).numpy(), G(z, 16, noise=noise).numpy())
+        np.testing.assert_array_equal(D2(image, 16).numpy(), D(image, 16).numpy())
 
 def test_average_generator_moves_towards_the_model():
     G, G_ema = tiny_generator(seed=0), tiny_generator(seed=5)
-    before = G_ema.mapping.dense0.weight.numpy().copy()
+    before = G_ema.mapping.layers[0].weight.numpy().copy()
     nn.optim.update_average(G_ema, G, beta=0.75)
-    target = G.mapping.dense0.weight.numpy().copy()
-    np.testing.assert_allclose(G_ema.mapping.dense0.weight.numpy(),
+    target = G.mapping.layers[0].weight.numpy().copy()
+    np.testing.assert_allclose(G_ema.mapping.layers[0].weight.numpy(),
                                0.75 * before + 0.25 * target, rtol=1e-5, atol=1e-4)
     G_ema.load_state_dict(G.state_dict())            # how train_stylegan.py starts the average
-    np.testing.assert_array_equal(G_ema.mapping.dense0.weight.numpy(), target)
-    G.mapping.dense0.weight.data += 1.0                # a copy, not shared arrays
-    np.testing.assert_array_equal(G_ema.mapping.dense0.weight.numpy(), target)
+    np.testing.assert_array_equal(G_ema.mapping.layers[0].weight.numpy(), target)
+    G.mapping.layers[0].weight.data += 1.0                # a copy, not shared arrays
+    np.testing.assert_array_equal(G_ema.mapping.layers[0].weight.numpy(), target)
 
 
 # ---- the [1, 2, 1] blur ------------------------------------------------------------------------------
@@ -234,10 +262,11 @@ def test_blur_removes_the_nearest_upsampling_grid(device):
 
 def test_blur_setting_reaches_both_networks():
     G, D = sg.build(dict(image_size=16, blur=True, **TINY))
-    assert G.synthesis.block(8).layer0.blur_after_conv and not G.synthesis.block(4).layer0.blur_after_conv
-    assert D.block(16).blur_before_conv1
+    blocks = G.synthesis.blocks
+    assert blocks[8].layer0.blur_after_conv and not blocks[4].layer0.blur_after_conv
+    assert D.blocks[16].blur_before_conv1
     G, D = sg.build(dict(image_size=16, **TINY))          # checkpoints from before the blur
-    assert not G.synthesis.block(8).layer0.blur_after_conv and not D.block(16).blur_before_conv1
+    assert not G.synthesis.blocks[8].layer0.blur_after_conv and not D.blocks[16].blur_before_conv1
 
 
 # ---- losses and gradient penalties ------------------------------------------------------------------

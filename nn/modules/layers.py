@@ -259,6 +259,42 @@ class ModuleList(Module):
         return iter(self._modules.values())
 
 
+class ModuleDict(Module):
+    """Sub-modules by key, e.g. one block per resolution: blocks[8], blocks[16], ...
+
+    The state dict names them by key ("blocks.8.conv.weight"). Keys are stored as strings, and
+    any key is turned into one with str(), so blocks[8] and blocks["8"] are the same module.
+    Iterating gives the keys (strings) in the order they were added, like a dict."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        for key, module in (modules or {}).items():
+            self[key] = module
+
+    def __setitem__(self, key, module):
+        setattr(self, str(key), module)
+
+    def __getitem__(self, key):
+        return self._modules[str(key)]
+
+    def __contains__(self, key):
+        return str(key) in self._modules
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
+
 class Sequential(ModuleList):
     """Modules applied one after another: Sequential(a, b, c)(x) = c(b(a(x))).
 
