@@ -7,28 +7,25 @@
 Writes <out>/img_0000.png ... img_<n-1>.png and <out>/grid.png; with --metrics also
 <out>/metrics.json (nearest-neighbour SSIM against the run's training images, and diversity).
 
-Any model plugs in: its checkpoint records its name ("model": "dcgan" | "vqvae" | "stylegan") and
-its settings ("config"), and models/<name>.py (or else train_<name>.py) provides
+A checkpoint records its model ("model": "dcgan" | "vqvae" | "stylegan") and its settings
+("config"); SAMPLERS below names the function that draws from each, all of the form
 
     sample(checkpoint, n, seed, device, **options) -> float32 NumPy array (n, 1, S, S) in [-1, 1]
 
-Options such as truncation=0.7 or temperature=1.0 are passed only when given on the command line,
-and only to a sample() that accepts them.
+--truncation and --temperature are passed only when given, and only to the model that takes them.
 """
 import argparse
-import importlib
-import importlib.util
-import inspect
 import json
 import os
 
 import data
 import experiment
-from experiment import pictures
 from evaluation import ssim
+from experiment import pictures
+from models import dcgan, stylegan, vqvae
 
-MODELS = ("dcgan", "vqvae", "stylegan")   # names a checkpoint may give; nothing else is imported
-OPTIONS = ("truncation", "temperature")
+SAMPLERS = {"dcgan": dcgan.sample, "vqvae": vqvae.sample, "stylegan": stylegan.sample}
+OPTIONS = {"dcgan": (), "vqvae": ("temperature",), "stylegan": ("truncation",)}  # flags each takes
 
 
 def flags():
@@ -48,27 +45,12 @@ def flags():
     return p
 
 
-def find_sampler(model):
-    """The sample() function of `model`: models/<model>.py first, then train_<model>.py."""
-    if model not in MODELS:
-        raise experiment.CheckpointError(f"the checkpoint is for an unknown model {model!r} "
-                                         f"(known: {', '.join(MODELS)})")
-    for name in (f"models.{model}", f"train_{model}"):
-        if importlib.util.find_spec(name) is not None:
-            module = importlib.import_module(name)
-            if hasattr(module, "sample"):
-                return module.sample
-    raise experiment.ExperimentError(f"no sample() function for {model} checkpoints was found "
-                                     f"in models/{model}.py or train_{model}.py")
-
-
-def chosen_options(args, sampler, model):
-    """The options given on the command line, checked against what `sampler` accepts."""
-    given = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
-    parameters = inspect.signature(sampler).parameters
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+def chosen_options(args, model):
+    """The sampling options given on the command line; one the model does not take is an error."""
+    given = {name: getattr(args, name) for name in ("truncation", "temperature")
+             if getattr(args, name) is not None}
     for name in given:
-        if name not in parameters and not takes_any:
+        if name not in OPTIONS[model]:
             raise experiment.ExperimentError(f"{model} checkpoints do not take --{name}", code=2)
     return given
 
@@ -80,10 +62,12 @@ def generate():
     device = experiment.choose_device(args.device)
     checkpoint = experiment.load_checkpoint(args.checkpoint)
     model = str(checkpoint["model"])
-    sampler = find_sampler(model)
-    options = chosen_options(args, sampler, model)
+    if model not in SAMPLERS:
+        raise experiment.CheckpointError(f"the checkpoint is for an unknown model {model!r} "
+                                         f"(known: {', '.join(SAMPLERS)})")
+    options = chosen_options(args, model)
 
-    samples = sampler(checkpoint, args.n, args.seed, device, **options)
+    samples = SAMPLERS[model](checkpoint, args.n, args.seed, device, **options)
     paths = pictures.save_images(samples, args.out)
     grid = pictures.save_grid(samples, os.path.join(args.out, "grid.png"))
     print(f"{model} (step {checkpoint['step']}): wrote {len(paths)} images to {args.out}/ "
@@ -95,7 +79,7 @@ def generate():
                                 split=config.get("split", "all"), classes=config.get("classes"),
                                 cache_dir=os.path.join(args.out, "cache"))
         report = ssim.generation_report(samples, data.to_float(real.images), data_range=2.0,
-                                           max_real=config.get("metrics_real", 2000), seed=args.seed)
+                                        max_real=config.get("metrics_real", 2000), seed=args.seed)
         report.update(model=model, checkpoint=os.path.abspath(args.checkpoint),
                       step=checkpoint["step"], seed=args.seed, **options)
         with open(os.path.join(args.out, "metrics.json"), "w") as f:

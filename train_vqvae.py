@@ -26,7 +26,6 @@ originals above their reconstructions), reconstructions.png (with per-image SSIM
 (held-out slices and their code maps), samples.png (sampled code maps above the decoded images),
 samples/img_NNNN.png.
 """
-import argparse
 import os
 import sys
 
@@ -37,8 +36,9 @@ import experiment
 from experiment import pictures
 from evaluation import ssim
 import nn
-from models.pixelcnn import GatedPixelCNN, bits_per_code
-from models.vqvae import VQVAE, code_counts, perplexity
+from models import vqvae
+from models.pixelcnn import bits_per_code
+from models.vqvae import code_counts, perplexity
 
 STAGES = ("vqvae", "prior", "sample", "all")
 
@@ -71,22 +71,6 @@ def flags():
     g.add_argument("--samples", type=int, default=64, help="default: %(default)s")
     g.add_argument("--temperature", type=float, default=1.0, help="default: %(default)s")
     return p
-
-
-# ---- models from the settings ------------------------------------------------------------------
-
-def build_vqvae(cfg):
-    return VQVAE(cfg.channels, cfg.res_channels, cfg.res_blocks, cfg.downsamples, cfg.codes,
-                 cfg.code_dim, cfg.beta, cfg.ema)
-
-
-def build_prior(cfg):
-    side = code_side(cfg)
-    return GatedPixelCNN(cfg.codes, cfg.prior_channels, cfg.prior_layers, map_size=(side, side))
-
-
-def code_side(cfg):
-    return cfg.image_size // 2 ** cfg.downsamples
 
 
 def cosine_lr(base, step, total, floor=0.05):
@@ -241,36 +225,13 @@ def train_prior(run, state, model, prior, optimizer):
 
 # ---- stage 3: sampling ---------------------------------------------------------------------------
 
-def sample_maps(model, prior, n, side, seed, temperature, device):
-    """n code maps drawn from the prior and their decoded images (float32 NumPy in [-1, 1])."""
-    codes = prior.sample(n, (side, side), temperature=temperature, seed=seed)
-    xp = nn.backend.array_module_for(device)
-    return np.clip(model.decode(xp.asarray(codes)).numpy(), -1, 1), codes
-
-
-def sample(checkpoint, n, seed, device, temperature=1.0):
-    """n new images from a checkpoint (generate.py calls this): float32 (n, 1, S, S) in [-1, 1]."""
-    cfg = argparse.Namespace(**checkpoint["config"])
-    if "prior" not in checkpoint:
-        raise experiment.CheckpointError(
-            "this VQ-VAE checkpoint has no trained prior yet; train it with "
-            f"`python train_vqvae.py --stage prior --out {cfg.out}`")
-    model, prior = build_vqvae(cfg), build_prior(cfg)
-    model.load_state_dict(checkpoint["vqvae"])
-    prior.load_state_dict(checkpoint["prior"])
-    model.to(device).eval()
-    prior.to(device).eval()
-    return sample_maps(model, prior, n, code_side(cfg), seed, temperature, device)[0]
-
-
 def draw_samples(run, state, model, prior, train_images):
     cfg = run.config
-    side = code_side(cfg)
+    side = vqvae.code_side(cfg)
     print(f"stage 3/3: sampling {cfg.samples} code maps of {side}x{side} (one prior pass per "
           f"code)", flush=True)
     model.eval()
-    decoded, codes = sample_maps(model, prior, cfg.samples, side, cfg.seed, cfg.temperature,
-                                 run.device)
+    decoded, codes = vqvae.generate(model, prior, cfg.samples, side, cfg.seed, cfg.temperature)
     pictures.save_images(decoded, run.path("samples"))
     plot_samples(codes, decoded, cfg.codes, run.path("samples.png"))
     report = ssim.generation_report(decoded, data.to_float(train_images), data_range=2.0,
@@ -362,9 +323,10 @@ def main():
     print(f"data: {dataset.source}; writing to {cfg.out}", flush=True)
 
     nn.manual_seed(cfg.seed)
-    model = build_vqvae(cfg).to(device)
+    model, prior = vqvae.build(cfg)
+    model.to(device)
+    prior.to(device)
     optimizer = nn.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    prior = build_prior(cfg).to(device)
     prior_optimizer = nn.optim.Adam(prior.parameters(), lr=cfg.prior_lr)
     restore(state, model, optimizer, prior, prior_optimizer)
 

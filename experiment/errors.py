@@ -42,6 +42,6 @@ def main(fn):
     except ExperimentError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.code)
-    except (data.DataError, nn.DeviceError) as error:
+    except (data.DataError, nn.DeviceError, nn.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, nn.DeviceError) else 1)

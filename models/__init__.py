@@ -1,6 +1,7 @@
-"""One file per architecture: dcgan.py, vqvae.py, pixelcnn.py, stylegan.py.
+"""One file per architecture: dcgan.py, vqvae.py (with its prior, pixelcnn.py), stylegan.py.
 
-Each model file that `generate.py` can sample from provides
+Each of the three provides `build(config)`, the networks for a run's settings, and the sampler
+that generate.py names in its SAMPLERS dict:
 
     sample(checkpoint, n, seed, device, **options) -> float32 NumPy array (n, 1, S, S) in [-1, 1]
 

@@ -19,6 +19,8 @@ import numpy as np
 import nn
 import nn.functional as F
 
+from .pixelcnn import GatedPixelCNN
+
 
 # ---- encoder and decoder ------------------------------------------------------------------------
 
@@ -252,3 +254,44 @@ class VQVAE(nn.Module):
         """Integer code maps (N, h, w) -> images (N, 1, S, S), no gradient."""
         with nn.no_grad():
             return self.decoder(self.quantizer.decode_codes(codes))
+
+
+# ---- building from flags, and sampling from a checkpoint (generate.py calls `sample`) -------------
+
+def code_side(config):
+    """Side of the code map: image_size / 2^downsamples (64 with 2 downsamples: 16)."""
+    c = config if isinstance(config, dict) else vars(config)
+    return c["image_size"] // 2 ** c["downsamples"]
+
+
+def build(config):
+    """(VQVAE, GatedPixelCNN prior over its code maps) for a run's settings (dict or Namespace)."""
+    c = config if isinstance(config, dict) else vars(config)
+    model = VQVAE(c["channels"], c["res_channels"], c["res_blocks"], c["downsamples"], c["codes"],
+                  c["code_dim"], c["beta"], c["ema"])
+    side = code_side(c)
+    prior = GatedPixelCNN(c["codes"], c["prior_channels"], c["prior_layers"], map_size=(side, side))
+    return model, prior
+
+
+def generate(model, prior, n, side, seed, temperature=1.0):
+    """n code maps drawn from the prior, one code at a time, and the images the decoder makes of
+    them: (float32 NumPy (n, 1, S, S) clipped to [-1, 1], int64 codes (n, side, side))."""
+    codes = prior.sample(n, (side, side), temperature=temperature, seed=seed)
+    xp = nn.backend.get_array_module(model.quantizer.codebook.data)
+    return np.clip(model.decode(xp.asarray(codes)).numpy(), -1, 1), codes
+
+
+def sample(checkpoint, n, seed, device="cpu", temperature=1.0):
+    """generate.py's entry point: n new images (float32 NumPy (n, 1, S, S) in [-1, 1]) from a
+    VQ-VAE checkpoint whose prior has been trained."""
+    config = checkpoint["config"]
+    if "prior" not in checkpoint or int(checkpoint.get("prior_steps", 1)) == 0:
+        raise nn.CheckpointError("this VQ-VAE checkpoint has no trained prior yet; train it with "
+                                 f"`python train_vqvae.py --stage prior --out {config['out']}`")
+    model, prior = build(config)
+    model.load_state_dict(checkpoint["vqvae"])
+    prior.load_state_dict(checkpoint["prior"])
+    model.to(device).eval()
+    prior.to(device).eval()
+    return generate(model, prior, n, code_side(config), seed, temperature)[0]

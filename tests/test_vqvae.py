@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import nn
+from models import vqvae
 from models.vqvae import VQVAE, VectorQuantizer, code_counts, perplexity
 
 
@@ -143,3 +144,21 @@ def test_vqvae_shapes_and_dtype(device):
     codes = model.encode(x)
     np.testing.assert_array_equal(nn.backend.to_numpy(codes), nn.backend.to_numpy(vq["codes"]))
     assert model.decode(codes).shape == (3, 1, 32, 32)
+
+
+def test_sample_draws_seeded_images_and_needs_a_trained_prior():
+    config = dict(image_size=16, downsamples=2, channels=8, res_channels=4, res_blocks=1, codes=8,
+                  code_dim=4, beta=0.25, ema=True, prior_channels=4, prior_layers=2, out="runs/x")
+    nn.manual_seed(0)
+    model, prior = vqvae.build(config)
+    assert vqvae.code_side(config) == 4 and prior.position.shape[2:] == (4, 4)
+    checkpoint = {"config": config, "vqvae": model.state_dict(), "prior": prior.state_dict(),
+                  "prior_steps": 3}
+    a = vqvae.sample(checkpoint, 3, seed=1)
+    assert a.shape == (3, 1, 16, 16) and a.dtype == np.float32 and np.abs(a).max() <= 1
+    np.testing.assert_array_equal(a, vqvae.sample(checkpoint, 3, seed=1))
+    assert not np.array_equal(a, vqvae.sample(checkpoint, 3, seed=2))
+    codes = prior.sample(3, (4, 4), seed=1)
+    np.testing.assert_allclose(a, np.clip(model.decode(codes).numpy(), -1, 1), atol=1e-6)
+    with pytest.raises(nn.CheckpointError, match="no trained prior yet.*--stage prior --out runs/x"):
+        vqvae.sample(dict(checkpoint, prior_steps=0), 3, seed=1)
