@@ -23,10 +23,10 @@ import numpy as np
 
 import data
 import experiment
-from experiment import pictures
-from evaluation import ssim
 import nn
 import nn.functional as F
+from evaluation.ssim import generation_report, print_report
+from experiment import pictures
 from models import dcgan
 
 
@@ -126,26 +126,14 @@ def train():
     noise = np.random.default_rng([cfg.seed, 1])                  # z for every training step
     fixed_z = np.random.default_rng([cfg.seed, 2]).standard_normal((cfg.samples, cfg.nz))
 
-    step = 0                                                      # training steps done so far
-    if run.checkpoint is not None:                                # --resume: pick up where we were
-        saved = run.checkpoint
-        G.load_state_dict(saved["generator"])
-        D.load_state_dict(saved["discriminator"])
-        G_ema.load_state_dict(saved.get("generator_ema", saved["generator"]))  # older runs: none
-        opt_g.load_state_dict(saved["optimizer_g"])
-        opt_d.load_state_dict(saved["optimizer_d"])
-        experiment.set_rng_state(noise, saved["rng_noise"])
-        nn.set_rng_state(saved["rng_nn"])                         # dropout masks
-        step = saved["step"]
-        print(f"resumed from {run.checkpoint_path} at step {step}", flush=True)
-
-    def checkpoint(step):
-        return {"step": step, "epoch": step // steps_per_epoch,
-                "generator": G.state_dict(), "discriminator": D.state_dict(),
-                "generator_ema": sampler.state_dict(),            # what generate.py samples
-                "optimizer_g": opt_g.state_dict(), "optimizer_d": opt_d.state_dict(),
-                "rng_noise": experiment.rng_state(noise),
-                "rng_nn": nn.get_rng_state()}
+    # ---- what a checkpoint holds: saved after every epoch, loaded again by --resume ---------------
+    state = {"generator": G, "discriminator": D,
+             "generator_ema": sampler,                                    # what generate.py draws
+             "optimizer_g": opt_g, "optimizer_d": opt_d,
+             "rng_noise": noise, "rng_nn": nn.init.default_generator()}   # z; dropout masks
+    if run.checkpoint is not None:                # runs saved before G's average: it starts at G
+        run.checkpoint.setdefault("generator_ema", run.checkpoint["generator"])
+    step = run.restore(state)                     # training steps done so far (0 for a fresh run)
 
     # ---- the training loop ------------------------------------------------------------------------
     for epoch in range(step // steps_per_epoch, cfg.epochs):
@@ -156,27 +144,23 @@ def train():
             losses = train_step(G, D, opt_g, opt_d, nn.Tensor(batch), nn.Tensor(z).to(device),
                                 cfg.real_label)
             if averaging:
-                nn.optim.update_average(G_ema, G, beta)
+                nn.optim.update_average(G_ema, G, beta)           # G_ema <- beta G_ema + (1-beta) G
             run.record(step + 1, **losses)
-            if run.stop_requested:                                # Ctrl-C: save and stop cleanly
-                run.save(checkpoint(step + 1))
-                raise run.interrupted(step + 1)
+            run.stop_if_requested(state, step + 1)                # Ctrl-C: save and stop cleanly
         step = end
-
         pictures.save_grid(dcgan.generate(sampler, fixed_z),
-                         run.path("samples", f"epoch_{epoch + 1:03d}.png"))
+                           run.path("samples", f"epoch_{epoch + 1:03d}.png"))
         run.end_epoch()
-        run.save(checkpoint(step))
+        run.save(state, step)
 
     # ---- how good are the samples? -----------------------------------------------------------------
-    samples = dcgan.generate(sampler, fixed_z)
-    real = data.to_float(dataset.images)
-    report = ssim.generation_report(samples, real, data_range=2.0, max_real=cfg.metrics_real,
-                                       seed=cfg.seed)
+    report = generation_report(dcgan.generate(sampler, fixed_z), data.to_float(dataset.images),
+                               data_range=2.0, max_real=cfg.metrics_real, seed=cfg.seed)
     run.log("report", step=step, **report)
-    ssim.print_report(report)
+    print_report(report)
     print(f"samples: {run.path('samples')}  losses: {run.path('losses.png')}  "
           f"checkpoint: {run.checkpoint_path}", flush=True)
+
 
 if __name__ == "__main__":
     experiment.main(train)

@@ -24,7 +24,6 @@ checkpoint.npz, and at the end embedding_pca.png and embedding_tsne.png (generat
 images, and AD against NC with --compare-with) and the nearest-neighbour SSIM / diversity report.
 """
 import argparse
-import os
 import shutil
 import time
 
@@ -32,9 +31,10 @@ import numpy as np
 
 import data
 import experiment
-from experiment import pictures
-from evaluation import ssim
 import nn
+from evaluation import embedding
+from evaluation.ssim import generation_report, print_report
+from experiment import pictures
 from models import stylegan
 from models.stylegan_losses import LOSSES, discriminator_loss, generator_loss
 
@@ -79,34 +79,26 @@ def flags():
     return p
 
 
-# ---- the progressive schedule -------------------------------------------------------------------
+def phase_images(cfg):
+    """--phase-images as one image count per resolution before the final one."""
+    resolutions = stylegan.resolutions_up_to(cfg.image_size, stylegan.START_RESOLUTION)[:-1]
+    counts = [int(v) for v in str(cfg.phase_images).split(",")]
+    if len(counts) == 1:
+        counts = counts * len(resolutions)
+    if len(counts) < len(resolutions):
+        raise experiment.ExperimentError(
+            f"--phase-images needs {len(resolutions)} values (resolutions {resolutions}) or one "
+            f"for all, got {cfg.phase_images}", code=2)
+    return counts
 
-class Schedule:
-    """Maps a training step to (resolution, alpha). Phase k trains resolution 8 * 2^k."""
 
-    def __init__(self, cfg):
-        self.resolutions = stylegan.resolutions_up_to(cfg.image_size, stylegan.START_RESOLUTION)
-        lengths = [int(v) for v in str(cfg.phase_images).split(",")]
-        before_final = len(self.resolutions) - 1
-        if len(lengths) == 1:
-            lengths = lengths * before_final
-        if len(lengths) < before_final:
-            raise experiment.ExperimentError(
-                f"--phase-images needs {before_final} values (resolutions "
-                f"{self.resolutions[:-1]}) or one for all, got {cfg.phase_images}", code=2)
-        self.batch = cfg.batch_size
-        self.fade_steps = max(1, -(-cfg.fade_images // cfg.batch_size))
-        self.starts = [0]                     # first step of each phase
-        for images_in_phase in lengths[:before_final]:
-            self.starts.append(self.starts[-1] + -(-images_in_phase // cfg.batch_size))
-
-    def phase(self, step):
-        return max(k for k, start in enumerate(self.starts) if step >= start)
-
-    def at(self, step):
-        k = self.phase(step)
-        alpha = 1.0 if k == 0 else min(1.0, (step - self.starts[k]) / self.fade_steps)
-        return self.resolutions[k], alpha
+def make_optimizers(G, D, resolution, cfg):
+    """Fresh Adam(lr, betas=(0, 0.99)) over the parameters used at `resolution` (Karras et al.
+    2018, appendix A.1: the state is reset whenever a resolution is added)."""
+    return {"optimizer_g": nn.optim.Adam(stylegan.parameters_at(G, resolution), lr=cfg.lr,
+                                         betas=(0.0, 0.99)),
+            "optimizer_d": nn.optim.Adam(stylegan.parameters_at(D, resolution), lr=cfg.lr,
+                                         betas=(0.0, 0.99))}
 
 
 # ---- one training step ----------------------------------------------------------------------------
@@ -147,68 +139,30 @@ def train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, devi
     return log
 
 
-class LastPenalty:
-    """The penalty is computed every --reg-every steps; log its latest value at every step so
-    that every logged series has one value per step (the loss plot needs that)."""
+# ---- the end of a phase, the seconds per image, real images at a resolution -------------------------
 
-    def __init__(self):
-        self.value = 0.0
-
-    def fill(self, log):
-        self.value = log.setdefault("penalty", self.value)
-        return log
-
-
-def make_optimizers(G, D, resolution, cfg):
-    """Fresh Adam(lr, betas=(0, 0.99)) over the parameters used at `resolution` (Karras et al.
-    2018, appendix A.1: the state is reset whenever a resolution is added)."""
-    opt_g = nn.optim.Adam(stylegan.parameters_at(G, resolution), lr=cfg.lr, betas=(0.0, 0.99))
-    opt_d = nn.optim.Adam(stylegan.parameters_at(D, resolution), lr=cfg.lr, betas=(0.0, 0.99))
-    return opt_g, opt_d
+def save_phase(run, state, step, resolution, timing, samples):
+    """Pictures, loss curves and a copy of the checkpoint for the resolution just finished."""
+    folder = ("phases", f"res_{resolution}")
+    pictures.save_grid(samples, run.path(*folder, "samples.png"))
+    pictures.plot_losses(run.history, run.path(*folder, "losses.png"),
+                         title=f"StyleGAN up to {resolution}x{resolution}: losses per step")
+    run.save(state, step, resolution=resolution, timing=timing)
+    shutil.copyfile(run.checkpoint_path, run.path(*folder, "checkpoint.npz"))
+    run.log("phase", step=step, resolution=resolution,
+            seconds_per_image=seconds_per_image(timing, resolution))
 
 
-# ---- pictures -------------------------------------------------------------------------------------
-
-def upscale(batch, size):
-    """Nearest-neighbour upscaling of (N, 1, R, R) to (N, 1, size, size), for equal-sized grids."""
-    factor = size // batch.shape[-1]
-    return batch.repeat(factor, axis=2).repeat(factor, axis=3)
+def seconds_per_image(timing, resolution):
+    """timing: {"8": [seconds, images], ...} of the training steps at each resolution."""
+    seconds, count = timing.get(str(resolution), (0.0, 0))
+    return round(float(seconds / count), 4) if count else None
 
 
-def embedding_plots(groups, folder, title, seed):
-    """Two scatter plots of every image in `groups` (name -> (N, 1, S, S)), pixels as vectors:
-    the first two principal components (embedding_pca.png) and t-SNE of the first 50
-    (embedding_tsne.png). Returns the two paths."""
-    from evaluation import embedding   # here: only the end of a run needs it
-    names = list(groups)
-    flat = np.concatenate([groups[name].reshape(len(groups[name]), -1) for name in names])
-    labels = [name for name in names for _ in range(len(groups[name]))]
-    pca_points, ratio = embedding.pca(flat, 2)
-    pca_path = embedding.plot_embedding(
-        pca_points, labels, os.path.join(folder, "embedding_pca.png"),
-        f"{title}: PCA ({100 * ratio.sum():.0f}% of the variance)")
-    tsne_path = embedding.plot_embedding(
-        embedding.tsne(flat, seed=seed, pca_dims=50), labels,
-        os.path.join(folder, "embedding_tsne.png"), f"{title}: t-SNE of PCA-50")
-    return pca_path, tsne_path
-
-
-def real_images(dataset, resolution, indices=None):
+def real_images(dataset, resolution, indices):
     """Real images (N, 1, R, R) in [-1, 1], box-filtered down to `resolution`."""
-    chosen = dataset.images if indices is None else dataset.images[indices]
+    chosen = dataset.images[indices]
     return stylegan.downscale_array(data.to_float(chosen)[:, None], chosen.shape[-1] // resolution)
-
-
-def real_groups(dataset, resolution, count, rng, name="real"):
-    """Up to `count` real images per group, one group per class when the data set has several."""
-    if dataset.labels is None or len(dataset.class_names or []) < 2:
-        return {name: real_images(dataset, resolution, rng.permutation(len(dataset))[:count])}
-    groups = {}
-    for label, class_name in enumerate(dataset.class_names):
-        members = np.flatnonzero(dataset.labels == label)
-        groups[f"real {class_name}"] = real_images(dataset, resolution,
-                                                   rng.permutation(members)[:count])
-    return groups
 
 
 def compare_groups(path, resolution, count, seed, device):
@@ -220,8 +174,9 @@ def compare_groups(path, resolution, count, seed, device):
     if samples.shape[-1] != resolution:
         raise experiment.ExperimentError(f"--compare-with {path} reached {samples.shape[-1]}x"
                                          f"{samples.shape[-1]}, this run {resolution}x{resolution}")
-    groups = real_groups(experiment.load_images(config), resolution, count,
-                         np.random.default_rng(seed), name=f"real {name}")
+    dataset = experiment.load_images(config)
+    picked = embedding.pick_per_class(dataset, count, np.random.default_rng(seed), f"real {name}")
+    groups = {group: real_images(dataset, resolution, indices) for group, indices in picked.items()}
     groups[f"generated {name}"] = samples
     return groups
 
@@ -235,18 +190,19 @@ def train():
         raise experiment.ExperimentError("--batch-size must be a multiple of 4 (minibatch "
                                          "standard deviation groups)", code=2)
 
+    # ---- data and the progressive schedule ----------------------------------------------------------
     dataset = experiment.load_images(cfg)
     loader = data.BatchLoader(dataset.images, cfg.batch_size, seed=cfg.seed, device=device)
     steps_per_epoch = cfg.steps_per_epoch or len(loader)
     total_steps = cfg.epochs * steps_per_epoch
-    schedule = Schedule(cfg)
+    schedule = stylegan.Schedule(cfg.image_size, phase_images(cfg), cfg.fade_images, cfg.batch_size)
     final_resolution, _ = schedule.at(total_steps - 1)
     print(f"data: {dataset.source}; resolutions {schedule.resolutions}, phases start at steps "
           f"{schedule.starts}; {total_steps} steps of {cfg.batch_size} images "
           f"(reaches {final_resolution}x{final_resolution}) on {device}, writing to {cfg.out}",
           flush=True)
 
-    # ---- models: G, D and the averaged G used for every picture ---------------------------------
+    # ---- models: G, D and the averaged G used for every picture -----------------------------------
     G, D = stylegan.build(cfg, seed=cfg.seed)
     G_ema, _ = stylegan.build(cfg, seed=cfg.seed)
     G_ema.load_state_dict(G.state_dict())
@@ -262,95 +218,60 @@ def train():
         """The averaged generator's images for the fixed latents and the fixed noise."""
         return stylegan.generate(G_ema, fixed_z, resolution, np.random.default_rng(fixed_noise_seed))
 
-    step = 0
-    resolution, alpha = schedule.at(0)
-    opt_g, opt_d = make_optimizers(G, D, resolution, cfg)
-    timing = {}                                  # resolution -> [seconds, images] of training steps
-    if run.checkpoint is not None:
-        saved = run.checkpoint
-        step = saved["step"]
-        resolution = int(saved["resolution"])    # the loop below grows it if the phase is over
-        G.load_state_dict(saved["generator"])
-        D.load_state_dict(saved["discriminator"])
-        G_ema.load_state_dict(saved["generator_ema"])
-        opt_g, opt_d = make_optimizers(G, D, resolution, cfg)
-        opt_g.load_state_dict(saved["optimizer_g"])
-        opt_d.load_state_dict(saved["optimizer_d"])
-        experiment.set_rng_state(rng, saved["rng"])
-        timing = {int(k): [float(t) for t in v] for k, v in saved["timing"].items()}
-        print(f"resumed from {run.checkpoint_path} at step {step} ({resolution}x{resolution})",
-              flush=True)
-
-    def seconds_per_image(r):
-        seconds, count = timing.get(r, (0.0, 0))
-        return round(seconds / count, 4) if count else None
-
-    def checkpoint(step):
-        return {"step": step, "epoch": step // steps_per_epoch, "resolution": resolution,
-                "generator": G.state_dict(), "discriminator": D.state_dict(),
-                "generator_ema": G_ema.state_dict(),
-                "optimizer_g": opt_g.state_dict(), "optimizer_d": opt_d.state_dict(),
-                "rng": experiment.rng_state(rng),
-                "timing": {str(k): np.asarray(v) for k, v in timing.items()}}
-
-    def finish_phase(step):
-        """Pictures, loss curves and a copy of the checkpoint for the resolution just finished."""
-        folder = os.path.join(cfg.out, "phases", f"res_{resolution}")
-        os.makedirs(folder, exist_ok=True)
-        pictures.save_grid(fixed_samples(resolution), os.path.join(folder, "samples.png"))
-        pictures.plot_losses(run.history, os.path.join(folder, "losses.png"),
-                           title=f"StyleGAN up to {resolution}x{resolution}: losses per step")
-        run.save(checkpoint(step))
-        shutil.copyfile(run.checkpoint_path, os.path.join(folder, "checkpoint.npz"))
-        run.log("phase", step=step, resolution=resolution,
-                seconds_per_image=seconds_per_image(resolution))
+    # ---- what a checkpoint holds: saved after every epoch and phase, loaded again by --resume -----
+    saved = run.checkpoint or {}
+    resolution = int(saved.get("resolution", schedule.at(0)[0]))  # the loop grows it when due
+    state = {"generator": G, "discriminator": D, "generator_ema": G_ema,
+             **make_optimizers(G, D, resolution, cfg), "rng": rng}
+    step = run.restore(state)
+    timing = {r: np.asarray(v, np.float64) for r, v in saved.get("timing", {}).items()}
 
     # ---- the training loop ----------------------------------------------------------------------
-    last_penalty = LastPenalty()
+    last_penalty = 0.0
     for epoch in range(step // steps_per_epoch, cfg.epochs):
         end = (epoch + 1) * steps_per_epoch
         run.begin_epoch(epoch, step, end, total_steps)
         for step, batch in experiment.stream(loader, step, end):
             new_resolution, alpha = schedule.at(step)
             if new_resolution != resolution:                      # a new phase: grow, reset Adam
-                finish_phase(step)
+                save_phase(run, state, step, resolution, timing, fixed_samples(resolution))
                 resolution = new_resolution
-                opt_g, opt_d = make_optimizers(G, D, resolution, cfg)
+                state.update(make_optimizers(G, D, resolution, cfg))
             real = stylegan.fade_real_images(batch, resolution, alpha)
             started = time.perf_counter()
-            log = train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, device)
-            nn.optim.update_average(G_ema, G, ema_beta)   # samples come from G_ema
-            seconds_and_images = timing.setdefault(resolution, [0.0, 0])
-            seconds_and_images[0] += time.perf_counter() - started
-            seconds_and_images[1] += cfg.batch_size
-            run.record(step + 1, **last_penalty.fill(log))
-            if run.stop_requested:
-                run.save(checkpoint(step + 1))
-                raise run.interrupted(step + 1)
+            log = train_step(G, D, state["optimizer_g"], state["optimizer_d"], real, resolution,
+                             alpha, step, rng, cfg, device)
+            nn.optim.update_average(G_ema, G, ema_beta)           # G_ema <- beta G_ema + (1-beta) G
+            timing.setdefault(str(resolution), np.zeros(2))
+            timing[str(resolution)] += (time.perf_counter() - started, cfg.batch_size)
+            last_penalty = log.setdefault("penalty", last_penalty)  # computed every --reg-every
+            run.record(step + 1, **log)                                # steps, logged at every one
+            run.stop_if_requested(state, step + 1, resolution=resolution, timing=timing)
         step = end
-        pictures.save_grid(upscale(fixed_samples(resolution), cfg.image_size),
-                         run.path("samples", f"epoch_{epoch + 1:03d}.png"))
+        pictures.save_grid(pictures.upscale(fixed_samples(resolution), cfg.image_size),
+                           run.path("samples", f"epoch_{epoch + 1:03d}.png"))
         run.end_epoch(resolution=resolution, alpha=round(alpha, 3),
-                      seconds_per_image=seconds_per_image(resolution))
-        run.save(checkpoint(step))
-    finish_phase(step)
+                      seconds_per_image=seconds_per_image(timing, resolution))
+        run.save(state, step, resolution=resolution, timing=timing)
+    save_phase(run, state, step, resolution, timing, fixed_samples(resolution))
 
     # ---- how good are the samples? --------------------------------------------------------------
     report_rng = np.random.default_rng([cfg.seed, 3])
     samples = fixed_samples(resolution)
     real = real_images(dataset, resolution, report_rng.permutation(len(dataset))[:cfg.metrics_real])
-    report = ssim.generation_report(samples, real, data_range=2.0, seed=cfg.seed)
-    groups = real_groups(dataset, resolution, cfg.samples, report_rng,
-                         name=f"real {cfg.classes}" if cfg.classes else "real")
-    groups[f"generated {cfg.classes}" if cfg.classes else "generated"] = samples
+    report = generation_report(samples, real, data_range=2.0, seed=cfg.seed)
+    suffix = f" {cfg.classes}" if cfg.classes else ""
+    picked = embedding.pick_per_class(dataset, cfg.samples, report_rng, "real" + suffix)
+    groups = {group: real_images(dataset, resolution, indices) for group, indices in picked.items()}
+    groups["generated" + suffix] = samples
     if cfg.compare_with:
         groups.update(compare_groups(cfg.compare_with, resolution, cfg.samples, cfg.seed, device))
-    plots = embedding_plots(groups, cfg.out, f"StyleGAN {resolution}x{resolution}", cfg.seed)
-    rates = {r: seconds_per_image(r) for r in sorted(timing)}
+    plots = embedding.plot_groups(groups, cfg.out, f"StyleGAN {resolution}x{resolution}", cfg.seed)
+    rates = {r: seconds_per_image(timing, r) for r in sorted(timing, key=int)}
     run.log("report", step=step, resolution=resolution, seconds_per_image=rates, **report)
     print(f"reached {resolution}x{resolution}; seconds per training image by resolution: "
           + ", ".join(f"{r}x{r} {s:.4f}" for r, s in rates.items()), flush=True)
-    ssim.print_report(report)
+    print_report(report)
     print(f"samples: {run.path('phases')}  losses: {run.path('losses.png')}  "
           f"embeddings: {', '.join(plots)}", flush=True)
 

@@ -26,21 +26,22 @@ originals above their reconstructions), reconstructions.png (with per-image SSIM
 (held-out slices and their code maps), samples.png (sampled code maps above the decoded images),
 samples/img_NNNN.png.
 """
-import os
 import sys
 
 import numpy as np
 
 import data
 import experiment
-from experiment import pictures
-from evaluation import ssim
 import nn
+from evaluation.ssim import generation_report, print_report, ssim_batch
+from experiment import pictures
 from models import vqvae
-from models.pixelcnn import bits_per_code
+from models.pixelcnn import bits_per_code, mean_bits
 from models.vqvae import code_counts, perplexity
 
 STAGES = ("vqvae", "prior", "sample", "all")
+PRIOR_FLAGS = ("stage", "prior_epochs", "prior_channels", "prior_layers", "prior_lr",
+               "augment_copies", "samples", "temperature")   # may change when a run continues
 
 
 def flags():
@@ -103,33 +104,12 @@ def vqvae_step(model, optimizer, x, rng):
     return values, vq["codes"]
 
 
-def reconstruct(model, images_float, batch_size=64):
-    """Reconstructions (clipped to [-1, 1]) and code maps of float images (N, 1, S, S), NumPy."""
-    model.eval()
-    outputs, codes = [], []
-    xp = nn.backend.array_module_for(model.quantizer.codebook.device)
-    for i in range(0, len(images_float), batch_size):
-        c = model.encode(nn.Tensor(xp.asarray(images_float[i:i + batch_size])))
-        outputs.append(np.clip(model.decode(c).numpy(), -1, 1))
-        codes.append(nn.backend.to_numpy(c))
-    model.train()
-    return np.concatenate(outputs), np.concatenate(codes)
-
-
-def held_out_ssim(model, held):
-    """Per-image SSIM of the held-out slices' reconstructions, the reconstructions, the codes."""
-    reconstruction, codes = reconstruct(model, held)
-    return ssim.ssim_batch(reconstruction[:, 0], held[:, 0], data_range=2.0), reconstruction, codes
-
-
-def train_vqvae(run, state, model, optimizer, train_images, held):
-    cfg = run.config
+def train_vqvae(run, state, train_images, held, step):
+    """Stage 1 from training step `step` to the end; returns the steps done."""
+    cfg, model, optimizer = run.config, state["vqvae"], state["vqvae_optimizer"]
     loader = data.BatchLoader(train_images, cfg.batch_size, seed=cfg.seed, device=run.device)
     steps_per_epoch = cfg.steps_per_epoch or len(loader)
-    total, step = cfg.epochs * steps_per_epoch, state["vqvae_steps"]
-    rng = np.random.default_rng([cfg.seed, 1])                       # dead-code restarts
-    if "rng_restart" in state:
-        experiment.set_rng_state(rng, state["rng_restart"])
+    total = cfg.epochs * steps_per_epoch
     print(f"stage 1/3, VQ-VAE: {total} steps of {cfg.batch_size} slices "
           f"({len(train_images)} training, {len(held)} held out) on {run.device}", flush=True)
     for epoch in range(step // steps_per_epoch, cfg.epochs):
@@ -138,32 +118,38 @@ def train_vqvae(run, state, model, optimizer, train_images, held):
         used = np.zeros(cfg.codes, dtype=np.int64)
         for step, batch in experiment.stream(loader, step, end):
             optimizer.param_groups[0]["lr"] = cosine_lr(cfg.lr, step, total)
-            values, codes = vqvae_step(model, optimizer, nn.Tensor(batch), rng)
+            values, codes = vqvae_step(model, optimizer, nn.Tensor(batch), state["rng_restart"])
             used += code_counts(codes, cfg.codes)
             run.record(step + 1, **values)
-            if run.stop_requested:
-                state.update(vqvae_steps=step + 1, rng_restart=experiment.rng_state(rng))
-                save(run, state, model=model, optimizer=optimizer)
-                raise run.interrupted(step + 1)
+            run.stop_if_requested(state, step + 1, vqvae_steps=step + 1, prior_steps=0)
         step = end
-        ssim, reconstruction, _ = held_out_ssim(model, held)
+        reconstruction, _ = vqvae.reconstruct(model, held)
         pictures.save_grid(np.concatenate([held[:8], reconstruction[:8]]),
-                         run.path("reconstructions", f"epoch_{epoch + 1:03d}.png"), nrow=8)
-        run.end_epoch(held_out_ssim=float(ssim.mean()), codes_used=int((used > 0).sum()),
-                      epoch_perplexity=perplexity(used))
-        pictures.plot_losses(run.history, run.path("vqvae_losses.png"), title="VQ-VAE: losses per step")
-        state.update(vqvae_steps=step, rng_restart=experiment.rng_state(rng))
-        save(run, state, model=model, optimizer=optimizer)
+                           run.path("reconstructions", f"epoch_{epoch + 1:03d}.png"), nrow=8)
+        run.end_epoch(held_out_ssim=float(ssim_batch(reconstruction, held).mean()),
+                      codes_used=int((used > 0).sum()), epoch_perplexity=perplexity(used))
+        pictures.plot_losses(run.history, run.path("vqvae_losses.png"),
+                             title="VQ-VAE: losses per step")
+        run.save(state, step, vqvae_steps=step, prior_steps=0)
+    return step
 
-    ssim, reconstruction, codes = held_out_ssim(model, held)
-    run.log("reconstruction", step=run_step(state), held_out_ssim_mean=float(ssim.mean()),
+
+def report_reconstructions(run, model, held, step):
+    """Held-out SSIM of the reconstructions: logged, printed, and drawn with the code maps."""
+    reconstruction, codes = vqvae.reconstruct(model, held)
+    ssim = ssim_batch(reconstruction, held, data_range=2.0)
+    run.log("reconstruction", step=step, held_out_ssim_mean=float(ssim.mean()),
             held_out_ssim_std=float(ssim.std()), held_out_ssim_min=float(ssim.min()),
-            held_out_codes_used=int(len(np.unique(codes))), held_out_perplexity=perplexity(
-                code_counts(codes, cfg.codes)))
-    plot_reconstructions(held, reconstruction, ssim, codes, run.path("reconstructions.png"),
-                         run.path("codes.png"))
-    print(f"held-out reconstruction SSIM {ssim.mean():.3f} +- {ssim.std():.3f} "
-          f"(min {ssim.min():.3f}); {len(np.unique(codes))} of {cfg.codes} codes in use", flush=True)
+            held_out_codes_used=int(len(np.unique(codes))),
+            held_out_perplexity=perplexity(code_counts(codes, run.config.codes)))
+    pictures.image_rows(run.path("reconstructions.png"), [
+        {"images": held, "label": "held-out originals (top)"},
+        {"images": reconstruction, "captions": [f"SSIM {value:.3f}" for value in ssim]}])
+    pictures.image_rows(run.path("codes.png"), [
+        {"images": held},
+        {"images": codes, "cmap": "tab20", "vmin": None, "vmax": None, "interpolation": "nearest"}])
+    print(f"held-out reconstruction SSIM {ssim.mean():.3f} +- {ssim.std():.3f} (min "
+          f"{ssim.min():.3f}); {len(np.unique(codes))} of {run.config.codes} codes in use", flush=True)
 
 
 # ---- stage 2: the PixelCNN prior over code maps -------------------------------------------------
@@ -179,24 +165,14 @@ def encode_training_set(cfg, model, train_images, device):
     return np.concatenate(codes)
 
 
-def mean_bits(prior, codes, device, batch_size=64):
-    """Negative log-likelihood of code maps under the prior, in bits per code."""
-    xp = nn.backend.array_module_for(device)
-    total = 0.0
-    with nn.no_grad():
-        for i in range(0, len(codes), batch_size):
-            chunk = codes[i:i + batch_size]
-            total += prior.loss(xp.asarray(chunk)).item() * len(chunk)
-    return bits_per_code(total / len(codes))
-
-
-def train_prior(run, state, model, prior, optimizer):
-    cfg = run.config
+def train_prior(run, state, code_maps, offset, step):
+    """Stage 2 from prior step `step` to the end; global steps continue after the VQ-VAE's
+    `offset`. Returns the prior steps done."""
+    cfg, prior, optimizer = run.config, state["prior"], state["prior_optimizer"]
     xp = nn.backend.array_module_for(run.device)
-    train_codes, held_codes = state["prior_codes"], state["held_codes"]
+    train_codes = code_maps["prior_codes"]
     steps_per_epoch = cfg.steps_per_epoch or -(-len(train_codes) // cfg.batch_size)
-    total, step = cfg.prior_epochs * steps_per_epoch, state["prior_steps"]
-    offset = state["vqvae_steps"]                  # global step = VQ-VAE steps + prior steps
+    total = cfg.prior_epochs * steps_per_epoch
     print(f"stage 2/3, PixelCNN prior: {total} steps on {len(train_codes)} code maps "
           f"({cfg.augment_copies} augmented copies of each training slice)", flush=True)
     for epoch in range(step // steps_per_epoch, cfg.prior_epochs):
@@ -206,116 +182,29 @@ def train_prior(run, state, model, prior, optimizer):
             pick = np.random.default_rng([cfg.seed, 2, step]).choice(
                 len(train_codes), cfg.batch_size, replace=len(train_codes) < cfg.batch_size)
             optimizer.param_groups[0]["lr"] = cosine_lr(cfg.prior_lr, step, total)
-            loss = prior.loss(xp.asarray(train_codes[pick]))
+            loss = prior.loss(xp.asarray(train_codes[pick]))     # cross-entropy, nats per code
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             run.record(offset + step + 1, nll_bits=bits_per_code(loss.item()))
-            if run.stop_requested:
-                state["prior_steps"] = step + 1
-                save(run, state, model=model, prior=prior, prior_optimizer=optimizer)
-                raise run.interrupted(offset + step + 1)
+            run.stop_if_requested(state, offset + step + 1, vqvae_steps=offset,
+                                  prior_steps=step + 1, **code_maps)
         step = end
-        run.end_epoch(held_out_nll_bits=mean_bits(prior, held_codes, run.device))
+        run.end_epoch(held_out_nll_bits=mean_bits(prior, code_maps["held_codes"]))
         pictures.plot_losses(run.history, run.path("prior_losses.png"),
-                           title="PixelCNN prior: negative log-likelihood (bits per code)")
-        state["prior_steps"] = step
-        save(run, state, model=model, prior=prior, prior_optimizer=optimizer)
-
-
-# ---- stage 3: sampling ---------------------------------------------------------------------------
-
-def draw_samples(run, state, model, prior, train_images):
-    cfg = run.config
-    side = vqvae.code_side(cfg)
-    print(f"stage 3/3: sampling {cfg.samples} code maps of {side}x{side} (one prior pass per "
-          f"code)", flush=True)
-    model.eval()
-    decoded, codes = vqvae.generate(model, prior, cfg.samples, side, cfg.seed, cfg.temperature)
-    pictures.save_images(decoded, run.path("samples"))
-    plot_samples(codes, decoded, cfg.codes, run.path("samples.png"))
-    report = ssim.generation_report(decoded, data.to_float(train_images), data_range=2.0,
-                                       seed=cfg.seed)
-    run.log("report", step=run_step(state), temperature=cfg.temperature,
-            codes_used_in_samples=int(len(np.unique(codes))), **report)
-    ssim.print_report(report)
-    print(f"pictures in {run.out}", flush=True)
-
-
-# ---- pictures -------------------------------------------------------------------------------------
-
-def _figure(rows, cols, scale=1.1):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    figure = Figure(figsize=(cols * scale, rows * scale * 1.1), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, cols, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    return figure, axes
-
-
-def plot_reconstructions(held, reconstruction, ssim, codes, path, codes_path, n=8):
-    figure, axes = _figure(2, n)
-    for i in range(min(n, len(held))):
-        axes[0, i].imshow(held[i, 0], cmap="gray", vmin=-1, vmax=1)
-        axes[1, i].imshow(reconstruction[i, 0], cmap="gray", vmin=-1, vmax=1)
-        axes[1, i].set_title(f"SSIM {ssim[i]:.3f}", fontsize=8)
-    axes[0, 0].set_title("held-out originals (top)", fontsize=8, loc="left")
-    figure.tight_layout()
-    figure.savefig(path)
-    figure, axes = _figure(2, n)
-    for i in range(min(n, len(held))):
-        axes[0, i].imshow(held[i, 0], cmap="gray", vmin=-1, vmax=1)
-        axes[1, i].imshow(codes[i], cmap="tab20", interpolation="nearest")
-    figure.tight_layout()
-    figure.savefig(codes_path)
-
-
-def plot_samples(codes, decoded, num_codes, path, n=8):
-    figure, axes = _figure(2, n)
-    for i in range(min(n, len(codes))):
-        axes[0, i].imshow(codes[i], cmap="tab20", vmin=0, vmax=num_codes - 1,
-                          interpolation="nearest")
-        axes[1, i].imshow(decoded[i, 0], cmap="gray", vmin=-1, vmax=1)
-    axes[0, 0].set_title("sampled codes", fontsize=8, loc="left")
-    axes[1, 0].set_title("decoded", fontsize=8, loc="left")
-    figure.tight_layout()
-    figure.savefig(path)
+                             title="PixelCNN prior: negative log-likelihood (bits per code)")
+        run.save(state, offset + step, vqvae_steps=offset, prior_steps=step, **code_maps)
+    return step
 
 
 # ---- the three stages ------------------------------------------------------------------------------
 
-def run_step(state):
-    return int(state.get("vqvae_steps", 0) + state.get("prior_steps", 0))
-
-
-def save(run, state, model, optimizer=None, prior=None, prior_optimizer=None):
-    """Write everything so far into <out>/checkpoint.npz (atomically, by experiment.py)."""
-    entries = {"vqvae": model.state_dict()}
-    if optimizer is not None:
-        entries["vqvae_optimizer"] = optimizer.state_dict()
-    if prior is not None:
-        entries["prior"] = prior.state_dict()
-        entries["prior_optimizer"] = prior_optimizer.state_dict()
-    state.update(entries)
-    steps_per_epoch = max(1, run.config.steps_per_epoch)
-    state.update(step=run_step(state), epoch=run_step(state) // steps_per_epoch)
-    run.save(state)
-
-
 def main():
     argv = sys.argv[1:]
-    stage = flags().parse_known_args(argv)[0].stage
-    if stage in ("prior", "sample") and "--resume" not in argv:
+    if flags().parse_known_args(argv)[0].stage in ("prior", "sample") and "--resume" not in argv:
         argv.append("--resume")                  # these stages continue the run in --out
-    run = experiment.start(flags(), model="vqvae", argv=argv, resumable_flags=(
-        "stage", "prior_epochs", "prior_channels", "prior_layers", "prior_lr", "augment_copies",
-        "samples", "temperature"))
+    run = experiment.start(flags(), model="vqvae", argv=argv, resumable_flags=PRIOR_FLAGS)
     cfg, device = run.config, run.device
-    state = dict(run.checkpoint or {})
-    state.setdefault("vqvae_steps", 0)
-    state.setdefault("prior_steps", 0)
 
     dataset = experiment.load_images(cfg)
     train_images, held_images = split_held_out(dataset.images)
@@ -326,51 +215,66 @@ def main():
     model, prior = vqvae.build(cfg)
     model.to(device)
     prior.to(device)
-    optimizer = nn.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    prior_optimizer = nn.optim.Adam(prior.parameters(), lr=cfg.prior_lr)
-    restore(state, model, optimizer, prior, prior_optimizer)
+
+    # ---- what a checkpoint holds (the prior joins it when stage 2 begins); --resume loads it ----
+    state = {"vqvae": model,
+             "vqvae_optimizer": nn.optim.Adam([p for p in model.parameters() if p.requires_grad],
+                                              lr=cfg.lr),
+             "rng_restart": np.random.default_rng([cfg.seed, 1])}   # dead-code restarts
+    prior_state = {"prior": prior, "prior_optimizer": nn.optim.Adam(prior.parameters(),
+                                                                    lr=cfg.prior_lr)}
+    saved = run.checkpoint or {}
+    if "prior" in saved:
+        state.update(prior_state)
+    run.restore(state)
+    vqvae_steps, prior_steps = saved.get("vqvae_steps", 0), saved.get("prior_steps", 0)
 
     # stage 1 (the VQ-VAE stays frozen once the prior has started learning its codes)
-    if cfg.stage in ("vqvae", "all") and state["prior_steps"] == 0:
-        train_vqvae(run, state, model, optimizer, train_images, held)
+    if cfg.stage in ("vqvae", "all") and prior_steps == 0:
+        vqvae_steps = train_vqvae(run, state, train_images, held, vqvae_steps)
+        report_reconstructions(run, model, held, vqvae_steps)
     if cfg.stage == "vqvae":
         return
-    if state["vqvae_steps"] == 0:
+    if vqvae_steps == 0:
         raise experiment.ExperimentError(f"no trained VQ-VAE in {cfg.out}; run --stage vqvae first")
 
     # stage 2
     if cfg.stage in ("prior", "all"):
-        if "prior_codes" not in state:              # first time here: encode the data once
+        if "prior_codes" in saved:
+            code_maps = {key: saved[key] for key in ("prior_codes", "held_codes", "vqvae_history")}
+        else:                                     # first time here: encode the data once
             model.eval()
-            state["prior_codes"] = encode_training_set(cfg, model, train_images, device)
-            state["held_codes"] = nn.backend.to_numpy(model.encode(nn.Tensor(held).to(device)))
-            state["vqvae_history"] = {k: np.asarray(v) for k, v in run.history.items()}
-            run.history = {"step": []}              # from here on losses.png shows the prior
-        train_prior(run, state, model, prior, prior_optimizer)
-        bits = mean_bits(prior, state["held_codes"], device)
-        run.log("prior", step=run_step(state), held_out_nll_bits=bits,
-                train_nll_bits=mean_bits(prior, state["prior_codes"][:len(train_images)], device))
+            code_maps = {"prior_codes": encode_training_set(cfg, model, train_images, device),
+                         "held_codes": nn.backend.to_numpy(model.encode(nn.Tensor(held).to(device))),
+                         "vqvae_history": {k: np.asarray(v) for k, v in run.history.items()}}
+            run.history = {"step": []}            # from here on losses.png shows the prior
+        state.update(prior_state)
+        prior_steps = train_prior(run, state, code_maps, vqvae_steps, prior_steps)
+        bits = mean_bits(prior, code_maps["held_codes"])
+        run.log("prior", step=vqvae_steps + prior_steps, held_out_nll_bits=bits,
+                train_nll_bits=mean_bits(prior, code_maps["prior_codes"][:len(train_images)]))
         print(f"prior: held-out negative log-likelihood {bits:.3f} bits per code", flush=True)
 
-    # stage 3
+    # stage 3: the prior draws code maps one code at a time, the decoder turns them into slices
     if cfg.stage in ("sample", "all"):
-        if state["prior_steps"] == 0:
+        if prior_steps == 0:
             raise experiment.ExperimentError(f"no trained prior in {cfg.out}; run --stage prior first")
-        draw_samples(run, state, model, prior, train_images)
-
-
-def restore(state, model, optimizer, prior, prior_optimizer):
-    """Load what a resumed checkpoint holds; flags that do not fit it give a clear error."""
-    try:
-        if "vqvae" in state:
-            model.load_state_dict(state["vqvae"])
-            optimizer.load_state_dict(state["vqvae_optimizer"])
-        if "prior" in state:
-            prior.load_state_dict(state["prior"])
-            prior_optimizer.load_state_dict(state["prior_optimizer"])
-    except nn.StateDictError as error:
-        raise experiment.ExperimentError(f"the checkpoint does not fit these settings ({error}); "
-                                         "keep the prior's flags of the run, or use a new --out")
+        side = vqvae.code_side(cfg)
+        print(f"stage 3/3: sampling {cfg.samples} code maps of {side}x{side} (one prior pass per "
+              f"code)", flush=True)
+        model.eval()
+        decoded, codes = vqvae.generate(model, prior, cfg.samples, side, cfg.seed, cfg.temperature)
+        pictures.save_images(decoded, run.path("samples"))
+        pictures.image_rows(run.path("samples.png"), [
+            {"images": codes, "label": "sampled codes", "cmap": "tab20", "vmin": 0,
+             "vmax": cfg.codes - 1, "interpolation": "nearest"},
+            {"images": decoded, "label": "decoded"}])
+        report = generation_report(decoded, data.to_float(train_images), data_range=2.0,
+                                   seed=cfg.seed)
+        run.log("report", step=vqvae_steps + prior_steps, temperature=cfg.temperature,
+                codes_used_in_samples=int(len(np.unique(codes))), **report)
+        print_report(report)
+        print(f"pictures in {run.out}", flush=True)
 
 
 if __name__ == "__main__":

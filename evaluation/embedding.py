@@ -6,6 +6,10 @@ row of x, embed the rows in 2-D, plot one colour per group.
     x = np.concatenate([real.reshape(len(real), -1), fake.reshape(len(fake), -1)])
     points = tsne(x)
     plot_embedding(points, ["real"] * len(real) + ["generated"] * len(fake), "embedding.png")
+
+or all at once, PCA and t-SNE of named groups of images:
+
+    plot_groups({"real": real, "generated": fake}, folder, "StyleGAN 64x64")
 """
 import os
 
@@ -196,3 +200,27 @@ def plot_embedding(points, groups, path, title=""):
     os.makedirs(folder, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def plot_groups(groups, folder, title, seed=0):
+    """Two scatter plots of every image in `groups` (name -> array (N, ...)), pixels as vectors:
+    the first two principal components (<folder>/embedding_pca.png) and t-SNE of the first 50
+    (<folder>/embedding_tsne.png). Returns the two paths."""
+    names = list(groups)
+    flat = np.concatenate([groups[name].reshape(len(groups[name]), -1) for name in names])
+    labels = [name for name in names for _ in range(len(groups[name]))]
+    pca_points, ratio = pca(flat, 2)
+    pca_path = plot_embedding(pca_points, labels, os.path.join(folder, "embedding_pca.png"),
+                              f"{title}: PCA ({100 * ratio.sum():.0f}% of the variance)")
+    tsne_path = plot_embedding(tsne(flat, seed=seed, pca_dims=50), labels,
+                               os.path.join(folder, "embedding_tsne.png"), f"{title}: t-SNE of PCA-50")
+    return pca_path, tsne_path
+
+
+def pick_per_class(dataset, count, rng, name="real"):
+    """{group name: indices} of up to `count` random images of each class of a data.ImageSet
+    ("real AD", "real NC", ...), or {name: indices} when it has fewer than two classes."""
+    if dataset.labels is None or len(dataset.class_names or []) < 2:
+        return {name: rng.permutation(len(dataset))[:count]}
+    return {f"real {class_name}": rng.permutation(np.flatnonzero(dataset.labels == label))[:count]
+            for label, class_name in enumerate(dataset.class_names)}

@@ -1,8 +1,10 @@
-"""Pictures of a run: image grids and single images (PNG, Pillow) and loss curves (PNG, matplotlib).
+"""Pictures of a run: image grids and single images (PNG, Pillow), loss curves and rows of images
+with captions (PNG, matplotlib).
 
     pictures.save_grid(batch, path, value_range=(-1, 1), nrow=None)   # (N, 1, H, W) or (N, H, W)
-    pictures.save_images(batch, folder, prefix="img_")               # img_0000.png, img_0001.png, ...
-    pictures.plot_losses(history, path, title="")                    # history: {"step": [...], name: [...]}
+    pictures.save_images(batch, folder, prefix="img_")              # img_0000.png, img_0001.png, ...
+    pictures.plot_losses(history, path, title="")                   # {"step": [...], name: [...]}
+    pictures.image_rows(path, [{"images": originals, "label": "originals"}, {"images": copies}])
 
 Inputs may be NumPy or CuPy arrays (or nn.Tensors); nothing here needs a display.
 """
@@ -63,6 +65,12 @@ def save_images(batch, folder, prefix="img_", value_range=(-1, 1)):
     return paths
 
 
+def upscale(batch, size):
+    """Nearest-neighbour upscaling of (N, 1, R, R) to (N, 1, size, size), for equal-sized grids."""
+    factor = size // batch.shape[-1]
+    return batch.repeat(factor, axis=2).repeat(factor, axis=3)
+
+
 def moving_average(values, window):
     """Mean of the last `window` values at every position (shorter at the start)."""
     values = np.asarray(values, dtype=np.float64)
@@ -99,6 +107,36 @@ def plot_losses(history, path, title=""):
     axes.grid(alpha=0.3)
     if names:
         axes.legend(loc="upper right")
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def image_rows(path, rows, n=8):
+    """A figure of up to `n` images per row, without axes (matplotlib, Agg canvas). `rows` is a
+    list of dicts: "images" (N, H, W) or (N, 1, H, W); optionally "label" (written above the
+    row's first image), "captions" (one per image) and imshow's "cmap", "vmin", "vmax",
+    "interpolation" (default: grey, values from -1 to 1)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(n * 1.1, len(rows) * 1.1 * 1.1), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(rows), n, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, row in enumerate(rows):
+        images = np.asarray(row["images"])
+        images = images[:, 0] if images.ndim == 4 else images
+        style = {"cmap": "gray", "vmin": -1, "vmax": 1}
+        style.update({k: row[k] for k in ("cmap", "vmin", "vmax", "interpolation") if k in row})
+        for i in range(min(n, len(images))):
+            axes[r, i].imshow(images[i], **style)
+            if "captions" in row:
+                axes[r, i].set_title(row["captions"][i], fontsize=8)
+        if "label" in row:
+            axes[r, 0].set_title(row["label"], fontsize=8, loc="left")
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path)

@@ -2,14 +2,16 @@
 
     run = experiment.start(parser, model="dcgan")      # see flags.py
     run.config, run.device, run.checkpoint             # settings, "cpu" | "gpu", loaded dict or None
-    run.path(*names)            a path inside the output folder (folders are created)
-    run.log(event, **fields)    append one JSON line to <out>/metrics.jsonl
+    state = {"generator": G, "optimizer_g": opt_g, "rng_noise": noise, ...}   # stateful objects
+    step = run.restore(state)   # --resume: load them all in place, return the step (fresh: 0)
     run.begin_epoch(epoch, first_step, last_step, total_steps)   before an epoch's first step
     run.record(step, **losses)  per training step: raises NonFiniteLoss on nan/inf, keeps the
                                 history, updates the progress bar
+    run.stop_if_requested(state, step)   after a step: on Ctrl-C save, then exit with code 130
     run.end_epoch(**extra)      prints and logs the epoch line, redraws <out>/losses.png
-    run.stop_requested          True after Ctrl-C; the loop then saves and raises run.interrupted(step)
-    run.save(state)             atomic <out>/checkpoint.npz
+    run.save(state, step, **extra)       atomic <out>/checkpoint.npz (plain values in `extra`)
+    run.path(*names)            a path inside the output folder (folders are created)
+    run.log(event, **fields)    append one JSON line to <out>/metrics.jsonl
 """
 import json
 import math
@@ -20,9 +22,10 @@ import time
 import numpy as np
 
 import data
+import nn
 
-from .checkpoints import CHECKPOINT, FORMAT, save_checkpoint
-from .errors import Interrupted, NonFiniteLoss
+from .checkpoints import CHECKPOINT, FORMAT, load_state, save_checkpoint, state_of
+from .errors import ExperimentError, Interrupted, NonFiniteLoss
 from .pictures import plot_losses
 from .progress import Progress, clock
 
@@ -39,6 +42,7 @@ class Run:
         self.stop_requested = False
         self.history = {}                  # name -> list of per-step values ("step" included)
         self.saved_step = None             # step of the last checkpoint written or loaded
+        self.epochs_done = 0               # epochs finished (in the current stage)
         self._epoch_values, self._epoch_start = {}, None
         self._clock, self._steps_timed = time.perf_counter(), 0
         self.elapsed = 0.0                 # seconds of training, summed over resumed sessions
@@ -48,7 +52,7 @@ class Run:
             self.history = {k: [float(v) for v in np.asarray(values).ravel()]
                             for k, values in checkpoint.get("history", {}).items()}
             self.history.setdefault("step", [])
-            self.saved_step = checkpoint["step"]
+            self.saved_step, self.epochs_done = checkpoint["step"], checkpoint["epoch"]
             self.elapsed = float(checkpoint.get("elapsed", 0.0))
             self._truncate_log(checkpoint["step"])
             self.log("resume", step=checkpoint["step"], epoch=checkpoint["epoch"])
@@ -106,6 +110,7 @@ class Run:
         self._epoch_values = {}
         self._epoch, self._first, self._last, self._total = epoch, first_step, last_step, total_steps
         self._epochs = epochs or self.config.epochs
+        self.epochs_done = epoch
 
     def _progress_text(self, step, values):
         done = step - self._first
@@ -132,20 +137,47 @@ class Run:
         self.log("epoch", epoch=epoch + 1, step=step, seconds_per_step=round(per_step, 4),
                  elapsed_s=round(self.elapsed, 1), **means, **extra)
         plot_losses(self.history, self.path("losses.png"),
-                           title=f"{self.model}: losses per step (line: moving average)")
+                    title=f"{self.model}: losses per step (line: moving average)")
         self._clock, self._steps_timed = time.perf_counter(), 0
+        self.epochs_done = epoch + 1
         return means
 
-    # -- checkpoints --
-    def save(self, state):
-        """Write <out>/checkpoint.npz atomically with `state` plus the run's own entries."""
-        step = int(state["step"])
+    # -- checkpoints: one dict of stateful objects serves both --
+    def save(self, state, step, **extra):
+        """Write <out>/checkpoint.npz atomically: `state` maps names to the run's stateful objects
+        (models, optimizers, NumPy Generators), each stored as state_of(object); `extra` holds
+        plain values (numbers, arrays, dicts of them) stored as they are."""
         elapsed = self.elapsed + (time.perf_counter() - self._clock if self._steps_timed else 0.0)
-        full = {"format": FORMAT, "model": self.model, "config": vars(self.config),
-                "history": {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()},
-                "elapsed": float(elapsed), **state}
-        save_checkpoint(self.checkpoint_path, full)
-        self.saved_step = step
+        own = {"format": FORMAT, "model": self.model, "config": vars(self.config),
+               "step": int(step), "epoch": int(self.epochs_done), "elapsed": float(elapsed),
+               "history": {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()}}
+        clash = (set(state) | set(extra)) & set(own)
+        if clash:
+            raise ValueError(f"checkpoint entries may not be named {sorted(clash)}: the run's own")
+        entries = {name: state_of(thing) for name, thing in state.items()}
+        save_checkpoint(self.checkpoint_path, {**own, **entries, **extra})
+        self.saved_step = int(step)
+
+    def restore(self, state):
+        """On --resume, load every object of `state` that the checkpoint holds, in place, and
+        return the step to continue from; a fresh run returns 0 and changes nothing."""
+        if self.checkpoint is None:
+            return 0
+        for name, thing in state.items():
+            if name in self.checkpoint:
+                try:
+                    load_state(thing, self.checkpoint[name])
+                except (nn.StateDictError, ValueError) as error:
+                    raise ExperimentError(f"the checkpoint's {name} does not fit these settings "
+                                          f"({error}); keep the run's flags, or use a new --out")
+        print(f"resumed from {self.checkpoint_path} at step {self.checkpoint['step']}", flush=True)
+        return self.checkpoint["step"]
+
+    def stop_if_requested(self, state, step, **extra):
+        """After a training step: on Ctrl-C, save (as `save`) and stop with exit code 130."""
+        if self.stop_requested:
+            self.save(state, step, **extra)
+            raise self.interrupted(step)
 
     # -- Ctrl-C --
     def _on_sigint(self, signum, frame):
@@ -158,7 +190,7 @@ class Run:
               "without saving)", flush=True)
 
     def interrupted(self, step):
-        """The Interrupted error to raise after saving on Ctrl-C."""
+        """The Interrupted error (exit code 130) to raise after saving on Ctrl-C."""
         return Interrupted(f"interrupted at step {step}; checkpoint saved to {self.checkpoint_path}. "
                            f"Continue with: --out {self.out} --resume")
 

@@ -180,3 +180,14 @@ def draw(probs, rng):
 def bits_per_code(nats):
     """Negative log-likelihood in bits: nats / ln 2."""
     return nats / math.log(2)
+
+
+def mean_bits(prior, codes, batch_size=64):
+    """Negative log-likelihood of code maps (NumPy (N, h, w)) under the prior, in bits per code."""
+    xp = nn.backend.get_array_module(prior.embedding.data)
+    total = 0.0
+    with nn.no_grad():
+        for i in range(0, len(codes), batch_size):
+            chunk = codes[i:i + batch_size]
+            total += prior.loss(xp.asarray(chunk)).item() * len(chunk)
+    return bits_per_code(total / len(codes))

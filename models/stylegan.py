@@ -333,6 +333,33 @@ def fade_real_images(images, resolution, alpha):
     return x
 
 
+
+class Schedule:
+    """Progressive growing (Karras et al. 2018, section 3) as a function of the training step.
+
+    Phase 0 trains resolution 8 for phase_images[0] images; phase k trains 8 * 2^k, fading it in
+    over fade_images images (alpha from 0 to 1) and then for the rest of phase_images[k]; the
+    last phase, at image_size, runs to the end. Counts of images become steps of `batch_size`."""
+
+    def __init__(self, image_size, phase_images, fade_images, batch_size):
+        self.resolutions = resolutions_up_to(image_size, START_RESOLUTION)
+        if len(phase_images) < len(self.resolutions) - 1:
+            raise ValueError(f"{len(self.resolutions) - 1} phase lengths are needed (resolutions "
+                             f"{self.resolutions[:-1]}), got {len(phase_images)}")
+        self.fade_steps = max(1, -(-fade_images // batch_size))
+        self.starts = [0]                       # first step of each phase
+        for images in phase_images[:len(self.resolutions) - 1]:
+            self.starts.append(self.starts[-1] + -(-images // batch_size))
+
+    def phase(self, step):
+        return max(k for k, start in enumerate(self.starts) if step >= start)
+
+    def at(self, step):
+        """(resolution, alpha) of training step `step` (counted from 0)."""
+        k = self.phase(step)
+        alpha = 1.0 if k == 0 else min(1.0, (step - self.starts[k]) / self.fade_steps)
+        return self.resolutions[k], alpha
+
 # ---- which parameters train at a resolution, and checkpoints from before the containers -------
 
 def parameters_at(model, resolution):

@@ -274,6 +274,21 @@ def build(config):
     return model, prior
 
 
+def reconstruct(model, images, batch_size=64):
+    """Reconstructions (clipped to [-1, 1]) and code maps of float images (N, 1, S, S), as NumPy
+    arrays, in eval mode and without a graph; the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    xp = nn.backend.get_array_module(model.quantizer.codebook.data)
+    outputs, codes = [], []
+    for i in range(0, len(images), batch_size):
+        c = model.encode(nn.Tensor(xp.asarray(images[i:i + batch_size])))
+        outputs.append(np.clip(model.decode(c).numpy(), -1, 1))
+        codes.append(nn.backend.to_numpy(c))
+    model.train(was_training)
+    return np.concatenate(outputs), np.concatenate(codes)
+
+
 def generate(model, prior, n, side, seed, temperature=1.0):
     """n code maps drawn from the prior, one code at a time, and the images the decoder makes of
     them: (float32 NumPy (n, 1, S, S) clipped to [-1, 1], int64 codes (n, side, side))."""

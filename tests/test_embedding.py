@@ -117,3 +117,28 @@ def test_plot_embedding_writes_a_png(tmp_path, rng):
         embedding.plot_embedding(points, groups[:-1], str(tmp_path / "bad.png"))
     with pytest.raises(ValueError):
         embedding.plot_embedding(rng.standard_normal((30, 3)), groups, str(tmp_path / "bad.png"))
+
+
+def test_plot_groups_writes_a_pca_and_a_tsne_plot(tmp_path, rng):
+    groups = {"real": rng.uniform(-1, 1, (12, 1, 8, 8)), "generated": rng.uniform(-1, 1, (9, 1, 8, 8))}
+    pca_path, tsne_path = embedding.plot_groups(groups, str(tmp_path), "test", seed=0)
+    assert pca_path.endswith("embedding_pca.png") and tsne_path.endswith("embedding_tsne.png")
+    for path in (pca_path, tsne_path):
+        assert open(path, "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pick_per_class_takes_up_to_count_of_each_class():
+    class Set:   # the parts of a data.ImageSet that pick_per_class reads
+        def __init__(self, labels, class_names, n=8):
+            self.labels, self.class_names, self.n = labels, class_names, n
+
+        def __len__(self):
+            return self.n
+    labelled = Set(np.array([0, 1, 1, 0, 1, 1, 0, 1]), ["AD", "NC"])
+    picked = embedding.pick_per_class(labelled, 4, np.random.default_rng(0))
+    assert list(picked) == ["real AD", "real NC"]
+    assert sorted(picked["real AD"]) == [0, 3, 6] and len(picked["real NC"]) == 4
+    assert set(picked["real NC"]) <= {1, 2, 4, 5, 7}
+    unlabelled = Set(None, None)
+    only = embedding.pick_per_class(unlabelled, 5, np.random.default_rng(0), name="real AD")
+    assert list(only) == ["real AD"] and len(set(only["real AD"])) == 5

@@ -148,7 +148,7 @@ def test_resume_keeps_the_saved_settings_and_refuses_conflicting_flags(tmp_path)
     out = str(tmp_path)
     run = experiment.start(make_parser(), "dcgan", ["--out", out, "--ngf", "8", "--epochs", "2"])
     run.history = {"step": [1, 2, 3, 4], "loss": [4.0, 3.0, 2.0, 1.0]}
-    run.save({"step": 4, "epoch": 2})
+    run.save({}, step=4)
     run.log("epoch", step=4)
     run.log("epoch", step=6)                                      # written after the checkpoint
 
@@ -165,6 +165,54 @@ def test_resume_keeps_the_saved_settings_and_refuses_conflicting_flags(tmp_path)
         experiment.start(make_parser(), "dcgan", ["--out", str(tmp_path / "new"), "--resume"])
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+
+def test_one_dict_of_stateful_objects_serves_save_and_restore(tmp_path, capsys):
+    def objects(seed):
+        nn.manual_seed(seed)
+        net = nn.Linear(3, 2)
+        optimizer = nn.optim.Adam(net.parameters(), lr=0.1)
+        return {"net": net, "optimizer": optimizer, "rng": np.random.default_rng(seed)}
+    out = str(tmp_path)
+    state = objects(0)
+    (state["net"](nn.Tensor(np.ones((4, 3), np.float32))) ** 2).mean().backward()
+    state["optimizer"].step()                                    # Adam now has moments to save
+    state["rng"].standard_normal(5)
+    run = experiment.start(make_parser(), "dcgan", ["--out", out])
+    run.begin_epoch(1, 5, 10, 20)
+    run.save(state, step=7, extra_count=3)
+    saved = experiment.load_checkpoint(run.checkpoint_path, "dcgan")
+    assert saved["step"] == 7 and saved["epoch"] == 1 and saved["extra_count"] == 3
+    assert isinstance(saved["rng"], str)                       # a Generator is stored as JSON text
+    assert fresh_run_restores_nothing(out, objects) == 0
+
+    resumed = experiment.start(make_parser(), "dcgan", ["--out", out, "--resume"])
+    again = objects(1)
+    assert resumed.restore(again) == 7 and "at step 7" in capsys.readouterr().out
+    np.testing.assert_array_equal(again["net"].weight.numpy(), state["net"].weight.numpy())
+    assert again["optimizer"].state_dict()["state"]["0"]["exp_avg"].tolist() == \
+        state["optimizer"].state_dict()["state"]["0"]["exp_avg"].tolist()
+    np.testing.assert_array_equal(again["rng"].standard_normal(3), state["rng"].standard_normal(3))
+    with pytest.raises(experiment.ExperimentError, match="checkpoint's net does not fit"):
+        resumed.restore({"net": nn.Linear(5, 2)})
+    with pytest.raises(ValueError, match=r"may not be named \['step'\]"):
+        resumed.save({"step": again["net"]}, step=8)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def fresh_run_restores_nothing(out, objects):
+    run = experiment.Run(make_parser(out=out + "/fresh").parse_args([]), "dcgan", "cpu")
+    state = objects(2)
+    before = state["net"].weight.numpy().copy()
+    step = run.restore(state)
+    np.testing.assert_array_equal(state["net"].weight.numpy(), before)
+    return step
+
+
+def test_older_checkpoints_hold_the_generator_state_as_a_dict():
+    a = np.random.default_rng(3)
+    b = np.random.default_rng(4)
+    experiment.load_state(b, a.bit_generator.state)           # what "rng_nn" used to be
+    np.testing.assert_array_equal(b.standard_normal(2), a.standard_normal(2))
 
 # ---- the run: records, epochs, Ctrl-C ---------------------------------------------------------------
 
@@ -251,3 +299,21 @@ def test_save_images_and_grid_write_pngs(tmp_path):
 
 def test_moving_average():
     np.testing.assert_allclose(pictures.moving_average([1, 2, 3, 4], 2), [1, 1.5, 2.5, 3.5])
+
+
+def test_upscale_repeats_each_pixel():
+    batch = np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2)
+    big = pictures.upscale(batch, 4)
+    assert big.shape == (2, 1, 4, 4)
+    np.testing.assert_array_equal(big[1, 0], [[4, 4, 5, 5], [4, 4, 5, 5], [6, 6, 7, 7], [6, 6, 7, 7]])
+
+
+def test_image_rows_draws_one_row_per_entry(tmp_path):
+    images = np.random.default_rng(0).uniform(-1, 1, (10, 1, 6, 6))
+    codes = np.random.default_rng(1).integers(0, 5, (3, 4, 4))
+    path = pictures.image_rows(tmp_path / "rows.png", [
+        {"images": images, "label": "originals", "captions": [f"{i}" for i in range(10)]},
+        {"images": codes, "cmap": "tab20", "vmin": 0, "vmax": 4, "interpolation": "nearest"}])
+    assert Image.open(path).size == (880, 242)                       # 8 columns, 2 rows
+    assert Image.open(pictures.image_rows(tmp_path / "one.png", [{"images": images}])).size == \
+        (880, 121)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import nn
-from models.pixelcnn import GatedPixelCNN, bits_per_code, draw
+from models.pixelcnn import GatedPixelCNN, bits_per_code, draw, mean_bits
 
 K, SIDE = 5, 6
 
@@ -104,6 +104,10 @@ def test_loss_in_bits_and_learning(device):
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.8 * first
+    five = np.random.default_rng(4).integers(0, K, (5, SIDE, SIDE))   # NumPy, in chunks of 2
+    expected = np.mean([model.loss(nn.backend.to_device(five[i:i + 1], device)).item()
+                        for i in range(5)])
+    assert mean_bits(model, five, batch_size=2) == pytest.approx(bits_per_code(expected), rel=1e-5)
 
 
 def test_the_position_map_tells_rows_apart_that_convolutions_cannot(device):

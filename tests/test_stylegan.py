@@ -182,6 +182,16 @@ def test_real_images_are_faded_like_the_generator():
     assert sg.fade_real_images(x, 16, 0.5).dtype == np.float32
 
 
+def test_schedule_grows_and_fades_in_by_images_shown():
+    schedule = sg.Schedule(32, [24, 40], fade_images=16, batch_size=8)   # 8x8, 16x16, 32x32
+    assert schedule.resolutions == [8, 16, 32] and schedule.starts == [0, 3, 8]
+    assert [schedule.at(step) for step in range(10)] == [
+        (8, 1.0), (8, 1.0), (8, 1.0), (16, 0.0), (16, 0.5), (16, 1.0), (16, 1.0), (16, 1.0),
+        (32, 0.0), (32, 0.5)]
+    assert schedule.at(1000) == (32, 1.0)
+    with pytest.raises(ValueError, match="2 phase lengths are needed"):
+        sg.Schedule(32, [24], fade_images=16, batch_size=8)
+
 def test_parameters_at_leaves_out_unused_resolutions():
     G, D = tiny_generator(), tiny_discriminator()
     ids = lambda params: {id(p) for p in params}  # noqa: E731

@@ -160,5 +160,11 @@ def test_sample_draws_seeded_images_and_needs_a_trained_prior():
     assert not np.array_equal(a, vqvae.sample(checkpoint, 3, seed=2))
     codes = prior.sample(3, (4, 4), seed=1)
     np.testing.assert_allclose(a, np.clip(model.decode(codes).numpy(), -1, 1), atol=1e-6)
+    images = np.random.default_rng(0).uniform(-1, 1, (5, 1, 16, 16)).astype(np.float32)
+    reconstruction, maps = vqvae.reconstruct(model, images, batch_size=2)
+    np.testing.assert_array_equal(maps, model.encode(nn.Tensor(images)))
+    np.testing.assert_allclose(reconstruction, np.clip(model.decode(maps).numpy(), -1, 1),
+                               atol=1e-6)   # decoded in batches of 2 here, of 5 there
+    assert model.training                                # reconstruct restores the mode
     with pytest.raises(nn.CheckpointError, match="no trained prior yet.*--stage prior --out runs/x"):
         vqvae.sample(dict(checkpoint, prior_steps=0), 3, seed=1)
