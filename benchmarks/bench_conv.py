@@ -38,6 +38,8 @@ THREADS = _threads_from_command_line()
 
 import numpy as np  # noqa: E402
 
+import machine  # noqa: E402
+
 import nn  # noqa: E402
 from nn.backend import array_module_for  # noqa: E402
 from nn.conv import conv2d, conv_transpose2d  # noqa: E402
@@ -138,15 +140,6 @@ def timed(step, sync, clock):
     return clock() - start
 
 
-def blas_threads():
-    try:
-        from threadpoolctl import threadpool_info
-        counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-        return ",".join(map(str, counts)) or "?"
-    except ImportError:
-        return os.environ.get("OPENBLAS_NUM_THREADS", f"{os.cpu_count()} (OpenBLAS default: all cores)")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
@@ -196,9 +189,8 @@ def main():
 
     print(f"conv forward+backward (input and weight gradients), float32, device {args.device}, "
           f"{args.statistic} of {args.repeats}" + (", process CPU time" if args.cpu_time else ", wall time"))
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; NumPy {np.__version__}, BLAS threads: "
-          f"{blas_threads()}" + (f"; PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
-                                 if torch else "; PyTorch not installed")
+    print(machine.header() + (f"; PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
+                              if torch else "; PyTorch not installed")
           + f"; load average {os.getloadavg()[0]:.1f}")
     header = f"{'layer':<11} {'shape':<30} {'ours ms':>8} {'GFLOP/s':>8}"
     print(header + (f" {'torch ms':>9} {'ratio':>6}" if torch else ""))
@@ -222,17 +214,6 @@ def main():
     print(row)
 
 
-def cpu_model():
-    """The CPU's model name (Linux /proc/cpuinfo), for the header of every table."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown CPU"
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import machine  # noqa: E402
 import nn  # noqa: E402
 from models import dcgan  # noqa: E402
 from train_dcgan import train_step  # noqa: E402
@@ -80,7 +81,14 @@ def pytorch(size, width, batch, nz, seed=0):
     return step
 
 
+# After its last call each library's worker threads spin for a while (OpenBLAS ~0.1 s, PyTorch's
+# OpenMP threads until their spin count runs out) and slow down whatever runs next: pause at every
+# switch between the two engines (see bench_conv.py).
+SETTLE_SECONDS = 0.2
+
+
 def seconds(step, repeats):
+    time.sleep(SETTLE_SECONDS)
     start = time.perf_counter()
     for _ in range(repeats):
         step()
@@ -159,8 +167,8 @@ def main():
     except ImportError:
         print("PyTorch is not installed: printing our times only")
     print(f"DCGAN training step, {args.image_size}x{args.image_size}, batch {args.batch_size}, "
-          f"nz {args.nz}, float32, CPU, {os.cpu_count()} cores"
-          + (f", PyTorch threads {threads}" if threads else ""))
+          f"nz {args.nz}, float32, median of {args.rounds} rounds of {args.steps} steps\n"
+          + machine.header() + (f"; PyTorch threads {threads}" if threads else ""))
     print(f"{'ngf=ndf':>8} {'ours ms':>9} {'PyTorch ms':>11} {'ratio':>6}")
     for width in args.widths:
         engines = {"ours": ours(args.image_size, width, args.batch_size, args.nz)}
