@@ -29,7 +29,7 @@ from the same distribution as X, the k nearest neighbours of x_i among the other
 the M generated points are equally likely to be any of them, and x_i is uncovered when all k are
 real, so
     E[C] = 1 - prod_{i=1..k} (N - i) / (N + M - i)        (expected_coverage)
-which is 1 - 2^-k ~ 0.97 for M = N but only 0.66 for N = 106 real and M = 26 generated images.
+which is 1 - 2^-k ~ 0.97 for M = N but only 0.68 for N = 106 real and M = 26 generated images.
 
 k = 5 as in both papers.  The comparison is strict (<) as in Naeem et al.'s reference code, so
 that identical sets give density exactly 1 when there are no ties: each real ball then holds its

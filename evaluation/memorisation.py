@@ -109,7 +109,7 @@ def plot_memorisation(result, samples, train, path, title="memorisation"):
 
     shown = result["most_copied"]
     samples, train = to_numpy(samples), to_numpy(train)
-    fig = Figure(figsize=(4 + 1.3 * max(len(shown), 1), 3.6), dpi=100)
+    fig = Figure(figsize=(4 + 1.3 * max(len(shown), 1), 3.2), dpi=100)
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, len(shown) + 3)
     ax = fig.add_subplot(grid[:, :3])

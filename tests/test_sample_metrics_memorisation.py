@@ -88,7 +88,7 @@ def test_memorisation_figure_is_written(sets, tmp_path):
     result = memorisation.memorisation(rows(train), rows(heldout), rows(copies), n_most_copied=5)
     path = memorisation.plot_memorisation(result, copies, train, str(tmp_path / "f" / "m.png"))
     with Image.open(path) as image:
-        assert image.size == (int((4 + 1.3 * 5) * 100), 360)
+        assert image.size == (int((4 + 1.3 * 5) * 100), 320)
         assert np.asarray(image.convert("L")).std() > 10      # not a blank page
 
 
