@@ -206,30 +206,31 @@ def main():
     run = experiment.start(flags(), model="vqvae", argv=argv, resumable_flags=PRIOR_FLAGS)
     cfg, device = run.config, run.device
 
+    # ---- data: every fifth slice is held out, for the reconstruction SSIM ------------------------
     dataset = experiment.load_images(cfg)
     train_images, held_images = split_held_out(dataset.images)
     held = data.to_float(held_images)[:, None]
     print(f"data: {dataset.source}; writing to {cfg.out}", flush=True)
 
+    # ---- models and optimizers (an EMA codebook has no gradient, so no optimizer entry) -----------
     nn.manual_seed(cfg.seed)
     model, prior = vqvae.build(cfg)
     model.to(device)
     prior.to(device)
+    optimizer = nn.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    prior_optimizer = nn.optim.Adam(prior.parameters(), lr=cfg.prior_lr)
 
     # ---- what a checkpoint holds (the prior joins it when stage 2 begins); --resume loads it ----
-    state = {"vqvae": model,
-             "vqvae_optimizer": nn.optim.Adam([p for p in model.parameters() if p.requires_grad],
-                                              lr=cfg.lr),
+    state = {"vqvae": model, "vqvae_optimizer": optimizer,
              "rng_restart": np.random.default_rng([cfg.seed, 1])}   # dead-code restarts
-    prior_state = {"prior": prior, "prior_optimizer": nn.optim.Adam(prior.parameters(),
-                                                                    lr=cfg.prior_lr)}
+    prior_state = {"prior": prior, "prior_optimizer": prior_optimizer}
     saved = run.checkpoint or {}
     if "prior" in saved:
         state.update(prior_state)
     run.restore(state)
     vqvae_steps, prior_steps = saved.get("vqvae_steps", 0), saved.get("prior_steps", 0)
 
-    # stage 1 (the VQ-VAE stays frozen once the prior has started learning its codes)
+    # ---- stage 1 (the VQ-VAE stays frozen once the prior has started learning its codes) ---------
     if cfg.stage in ("vqvae", "all") and prior_steps == 0:
         vqvae_steps = train_vqvae(run, state, train_images, held, vqvae_steps)
         report_reconstructions(run, model, held, vqvae_steps)
@@ -238,7 +239,7 @@ def main():
     if vqvae_steps == 0:
         raise experiment.ExperimentError(f"no trained VQ-VAE in {cfg.out}; run --stage vqvae first")
 
-    # stage 2
+    # ---- stage 2: the prior learns the code maps of the training slices --------------------------
     if cfg.stage in ("prior", "all"):
         if "prior_codes" in saved:
             code_maps = {key: saved[key] for key in ("prior_codes", "held_codes", "vqvae_history")}
@@ -255,7 +256,7 @@ def main():
                 train_nll_bits=mean_bits(prior, code_maps["prior_codes"][:len(train_images)]))
         print(f"prior: held-out negative log-likelihood {bits:.3f} bits per code", flush=True)
 
-    # stage 3: the prior draws code maps one code at a time, the decoder turns them into slices
+    # ---- stage 3: the prior draws code maps one code at a time, the decoder makes them slices -----
     if cfg.stage in ("sample", "all"):
         if prior_steps == 0:
             raise experiment.ExperimentError(f"no trained prior in {cfg.out}; run --stage prior first")
