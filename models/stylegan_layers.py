@@ -27,18 +27,39 @@ def lrelu(x):
     return F.leaky_relu(x, LRELU_SLOPE)
 
 
-def blur(x):
-    """[1, 2, 1] x [1, 2, 1] / 16 low-pass filter of every channel of x (N, C, H, W), zero-padded.
+class Blur(nn.Function):
+    """[1, 2, 1] x [1, 2, 1] / 16 low-pass filter of every channel of x (N, C, H, W), zero-padded:
 
-    StyleGAN applies it after every upsampling convolution in G and before every downsampling
-    one in D (Karras et al. 2019, appendix C; Zhang 2019, "Making convolutional networks
-    shift-invariant again"): without it, nearest-neighbour upsampling leaves a grid of stripes.
-    Written as shifted slices of the padded map, so it has first and second derivatives for free:
         y[i, j] = sum_{a, b in -1..1} k[a] k[b] x[i + a, j + b],   k = (1, 2, 1) / 4
+
+    The filter is symmetric and the padding is zero, so the filter is its own adjoint: the
+    gradient is the same blur of gy, gx = blur(gy), and so are all higher derivatives. One
+    Function instead of ~15 slices, additions and scalings (and their backwards) per call.
     """
-    p = F.pad(x, (1, 1, 1, 1))
-    rows = (p[:, :, :-2] + 2.0 * p[:, :, 1:-1] + p[:, :, 2:]) * 0.25
-    return (rows[:, :, :, :-2] + 2.0 * rows[:, :, :, 1:-1] + rows[:, :, :, 2:]) * 0.25
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        padded = nn.backend.get_array_module(x).zeros((n, h + 2, w + 2, c), dtype=x.dtype)
+        padded[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)             # channels-last
+        rows = padded[:, :-2] + padded[:, 2:]                           # k[-1] + k[1] (times 4)
+        rows += padded[:, 1:-1]
+        rows += padded[:, 1:-1]                                         # + 2 k[0]
+        y = rows[:, :, :-2] + rows[:, :, 2:]
+        y += rows[:, :, 1:-1]
+        y += rows[:, :, 1:-1]
+        y *= 1.0 / 16.0                                                 # (1, 2, 1)/4 twice
+        return y.transpose(0, 3, 1, 2)
+
+    def backward(self, gy):
+        return Blur()(gy)
+
+
+def blur(x):
+    """The [1, 2, 1] low-pass filter (Blur) that StyleGAN applies after every upsampling convolution
+    in G and before every downsampling one in D (Karras et al. 2019, appendix C; Zhang 2019, "Making
+    convolutional networks shift-invariant again"): without it, nearest-neighbour upsampling
+    leaves a grid of stripes."""
+    return Blur()(x)
 
 
 def channel_view(v):

@@ -414,6 +414,43 @@ def dropout(x, p=0.5, training=True, rng=None):
 
 # ---- resampling --------------------------------------------------------------------------------
 
+class _UpsampleNearest(Function):
+    """y[n, c, i, j] = x[n, c, i // sh, j // sw]: every pixel copied into an sh x sw block.
+    Its gradient sums gy over each block, which is _SumPool; and _SumPool's gradient is this."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def forward(self, x):
+        (sh, sw), (n, c, h, w) = self.factor, x.shape
+        y = get_array_module(x).empty((n, h, sh, w, sw, c), dtype=x.dtype)   # channels-last
+        y[...] = x.transpose(0, 2, 3, 1)[:, :, None, :, None, :]
+        return y.reshape(n, h * sh, w * sw, c).transpose(0, 3, 1, 2)
+
+    def backward(self, gy):
+        return _SumPool(self.factor)(gy)
+
+
+class _SumPool(Function):
+    """y[n, c, i, j] = sum of x over the sh x sw block at (i*sh, j*sw) (non-overlapping blocks;
+    H and W multiples of the block). Its gradient copies gy into each block: _UpsampleNearest."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def forward(self, x):
+        (sh, sw), x = self.factor, x.transpose(0, 2, 3, 1)       # channels-last view
+        y = x[:, 0::sh, 0::sw].copy()
+        for a in range(sh):                                        # one strided slice per offset
+            for b in range(sw):
+                if a or b:
+                    y += x[:, a::sh, b::sw]
+        return y.transpose(0, 3, 1, 2)
+
+    def backward(self, gy):
+        return _UpsampleNearest(self.factor)(gy)
+
+
 def upsample_nearest(x, scale_factor=2):
     """Nearest-neighbour upsampling of (N, C, H, W) by an integer factor s:
     y[n, c, i, j] = x[n, c, i // s, j // s]. Its gradient sums gy over each s x s block."""
@@ -422,10 +459,8 @@ def upsample_nearest(x, scale_factor=2):
                          f"{scale_factor!r}")
     if x.ndim != 4:
         raise ValueError(f"upsample_nearest expects (N, C, H, W) input, got shape {x.shape}")
-    n, c, h, w = x.shape
     s = int(scale_factor)
-    blocks = broadcast_to(x.reshape(n, c, h, 1, w, 1), (n, c, h, s, w, s))
-    return blocks.reshape(n, c, h * s, w * s)
+    return _UpsampleNearest((s, s))(x)
 
 
 def avg_pool2d(x, kernel_size, stride=None):
@@ -440,10 +475,10 @@ def avg_pool2d(x, kernel_size, stride=None):
     if h < kh or w < kw:
         raise ValueError(f"avg_pool2d: kernel {(kh, kw)} is larger than the input {x.shape}")
     h_out, w_out = (h - kh) // sh + 1, (w - kw) // sw + 1
-    if (sh, sw) == (kh, kw):  # non-overlapping windows: a reshape into blocks, then a mean
+    if (sh, sw) == (kh, kw):  # non-overlapping windows: the sum of each block, / its size
         if (h, w) != (h_out * kh, w_out * kw):
             x = x[:, :, :h_out * kh, :w_out * kw]
-        return x.reshape(n, c, h_out, kh, w_out, kw).mean(axis=(3, 5))
+        return _SumPool((kh, kw))(x) * (1.0 / (kh * kw))
     # overlapping windows: add up one strided slice per kernel offset (i, j)
     offsets = [x[:, :, i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw]
                for i in range(kh) for j in range(kw)]
