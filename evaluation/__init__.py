@@ -1,6 +1,11 @@
 """Judging samples: how close generated slices come to real ones, and how varied they are.
 
-    ssim.py       SSIM (Wang et al. 2004), nearest-neighbour and pairwise SSIM, generation_report,
-                  print_report (the one line every script prints at the end)
-    embedding.py  PCA and t-SNE from scratch, scatter plots of generated against real images
+    ssim.py            SSIM (Wang et al. 2004), nearest-neighbour and pairwise SSIM,
+                       generation_report, and print_report (the line every script ends with)
+    embedding.py       PCA and t-SNE from scratch, scatter plots of generated against real images
+    sample_quality.py  every other sample metric at once, next to the held-out "as good as real" row:
+    coverage.py        precision, recall, density and coverage (k-nearest-neighbour balls)
+    kid.py             Kernel Inception Distance's unbiased MMD^2 estimator, on any features
+    memorisation.py    are samples closer to the training images than held-out real images are?
+    features.py        the feature spaces they use (PCA of the training images, raw pixels)
 """

@@ -140,7 +140,7 @@ def tsne(x, n_components=2, perplexity=30.0, n_iter=1000, learning_rate=200.0,
        early_exaggeration) and 0.8 afterwards; per-coordinate gains grow by 0.2 where the
        gradient's sign differs from the last update's (the step keeps its direction) and shrink by
        x0.8 where they agree (floor 0.01), as in the reference implementation.  The embedding
-       is re-centred every step.  About 5 s for N = 1,000 and 40 s for N = 2,000 on 2 cores.
+       is re-centred every step.
     Returns y (N, n_components).
     """
     x = np.asarray(x, dtype=np.float64)

@@ -24,9 +24,8 @@ pass along W works on an (H*N, W) matrix and the pass along H on an (H, N*W) mat
 copies.  Everything is float64.  For a pair only the cross term G*(xy) is new: the moments of
 each image are filtered once and reused against every partner.
 
-Speed on 2 cores (measured): 64 samples against 2,000 real 64x64 images take about 4 s; against
-1,000 real 256x256 images 35-55 s (each pair costs ~0.5 ms there), so pass max_real to
-generation_report for big sets at full resolution.
+Every pair costs a filtering of the whole image, so for large sets at full resolution pass
+max_real to generation_report (timings in benchmarks/README.md).
 
 Generated images are judged with
 - nearest-neighbour SSIM (the course metric): the best SSIM of each sample against all real images;
