@@ -21,5 +21,6 @@ from .modules import (AdaIN, BatchNorm2d, ConvTranspose2d, Conv2d, Dropout, Flat
                       ModuleDict, ModuleList, Parameter, ReLU, Sequential, Sigmoid, StateDictError,
                       Tanh)
 from . import optim
+from . import plain
 from .profiler import Profile, profile, profile_steps
 from .serialization import CheckpointError, load, save
