@@ -1,7 +1,8 @@
 """Batch and instance normalisation composed of primitive ops.
 
-Plain versions of nn/functional.py batch_norm and instance_norm, which normalise in fused Functions
-with hand-written backward formulas. Here the mean, the variance and the division are separate ops, so the gradients (and second derivatives) come from those ops' backward:
+Plain versions of nn/functional.py batch_norm and instance_norm, which normalise in fused
+Functions with hand-written backward formulas. Here the mean, the variance and the division are
+separate ops, so the gradients (and second derivatives) come from those ops' backward:
 
     mean = x.mean(axes)      var = ((x - mean) ** 2).mean(axes)             (biased)
     y = (x - mean) / sqrt(var + eps) * weight + bias                         (weight, bias per channel)
