@@ -5,7 +5,7 @@ Functions with hand-written backward formulas. Here the mean, the variance and t
 separate ops, so the gradients (and second derivatives) come from those ops' backward:
 
     mean = x.mean(axes)      var = ((x - mean) ** 2).mean(axes)             (biased)
-    y = (x - mean) / sqrt(var + eps) * weight + bias                         (weight, bias per channel)
+    y = (x - mean) / sqrt(var + eps) * weight + bias              (weight, bias: per channel)
 
 Batch norm averages over (N, H, W) and, in training, moves the running statistics towards the
 batch's: running = (1 - momentum) * running + momentum * batch value, with the UNBIASED variance.
@@ -33,7 +33,7 @@ def scale_and_shift(y, weight, bias):
 
 
 def move_running_stat(running, batch_value, momentum):
-    """running = (1 - momentum) * running + momentum * batch_value, in place (a buffer, no graph)."""
+    """running = (1 - momentum) * running + momentum * batch_value, in place (no graph)."""
     if running is not None:
         array = array_of(running)
         array[...] = (1 - momentum) * array + momentum * batch_value.reshape(array.shape)
