@@ -284,6 +284,9 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     with files.atomic_write(str(path), "w") as f:
         f.write("new")
     assert path.read_text() == "new" and os.listdir(tmp_path) == ["losses.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask     # as open() makes it, not private
 
 
 def test_temporaries_of_killed_writers_are_removed_when_the_run_starts_again(tmp_path):
