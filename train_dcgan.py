@@ -135,6 +135,16 @@ def train():
     if run.checkpoint is not None:                # runs saved before G's average: it starts at G
         run.checkpoint.setdefault("generator_ema", run.checkpoint["generator"])
     step = run.restore(state)                     # training steps done so far (0 for a fresh run)
+    if cfg.profile:                               # --profile N: time N steps op by op, then stop
+        batches = experiment.stream(loader, step, step + cfg.profile + 1)
+
+        def one_step():
+            _, batch = next(batches)
+            z = noise.standard_normal((cfg.batch_size, cfg.nz), dtype=np.float32)
+            train_step(G, D, opt_g, opt_d, nn.Tensor(batch), nn.Tensor(z).to(device),
+                       cfg.real_label)
+        nn.profile_steps(one_step, cfg.profile, run.path("profile.txt"))
+        return
 
     # ---- the training loop ------------------------------------------------------------------------
     for epoch in range(step // steps_per_epoch, cfg.epochs):

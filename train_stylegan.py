@@ -211,6 +211,17 @@ def train():
              **make_optimizers(G, D, resolution, cfg), "rng": rng}
     step = run.restore(state)
     timing = {r: np.asarray(v, np.float64) for r, v in saved.get("timing", {}).items()}
+    if cfg.profile:                               # --profile N: time N steps op by op, then stop
+        batches = experiment.stream(loader, step, step + cfg.profile + 1)
+
+        def one_step():                           # at the resolution where the run stands
+            s, batch = next(batches)
+            _, alpha = schedule.at(s)
+            real = stylegan.fade_real_images(batch, resolution, alpha)
+            train_step(G, D, state["optimizer_g"], state["optimizer_d"], real, resolution, alpha,
+                       s, rng, cfg, device)
+        nn.profile_steps(one_step, cfg.profile, run.path("profile.txt"))
+        return
 
     # ---- the training loop ----------------------------------------------------------------------
     last_penalty = (run.history.get("penalty") or [0.0])[-1]      # the value logged last (resume)

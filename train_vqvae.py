@@ -165,6 +165,23 @@ def encode_training_set(cfg, model, train_images, device):
     return np.concatenate(codes)
 
 
+def prior_batch(cfg, train_codes, step):
+    """The code maps of prior step `step`: a random pick that depends on (seed, step) alone."""
+    pick = np.random.default_rng([cfg.seed, 2, step]).choice(
+        len(train_codes), cfg.batch_size, replace=len(train_codes) < cfg.batch_size)
+    return train_codes[pick]
+
+
+def prior_step(prior, optimizer, codes):
+    """One step of the prior on a batch of code maps: the cross-entropy of every code given the
+    codes before it (nats per code), minimised. Returns that loss."""
+    loss = prior.loss(codes)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def train_prior(run, state, code_maps, offset, step):
     """Stage 2 from prior step `step` to the end; global steps continue after the VQ-VAE's
     `offset`. Returns the prior steps done."""
@@ -179,14 +196,9 @@ def train_prior(run, state, code_maps, offset, step):
         end = (epoch + 1) * steps_per_epoch
         run.begin_epoch(epoch, offset + step, offset + end, offset + total, cfg.prior_epochs)
         for step in range(step, end):
-            pick = np.random.default_rng([cfg.seed, 2, step]).choice(
-                len(train_codes), cfg.batch_size, replace=len(train_codes) < cfg.batch_size)
             optimizer.param_groups[0]["lr"] = cosine_lr(cfg.prior_lr, step, total)
-            loss = prior.loss(xp.asarray(train_codes[pick]))     # cross-entropy, nats per code
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            run.record(offset + step + 1, nll_bits=bits_per_code(loss.item()))
+            loss = prior_step(prior, optimizer, xp.asarray(prior_batch(cfg, train_codes, step)))
+            run.record(offset + step + 1, nll_bits=bits_per_code(loss))
             run.stop_if_requested(state, offset + step + 1, vqvae_steps=offset,
                                   prior_steps=step + 1, **code_maps)
         step = end
@@ -230,6 +242,13 @@ def main():
         state.update(prior_state)
     run.restore(state)
     vqvae_steps, prior_steps = saved.get("vqvae_steps", 0), saved.get("prior_steps", 0)
+    if cfg.profile and cfg.stage in ("vqvae", "all") and prior_steps == 0:   # --profile N: time
+        loader = data.BatchLoader(train_images, cfg.batch_size, seed=cfg.seed, device=device)
+        batches = experiment.stream(loader, vqvae_steps, vqvae_steps + cfg.profile + 1)
+        nn.profile_steps(lambda: vqvae_step(model, optimizer, nn.Tensor(next(batches)[1]),
+                                            state["rng_restart"]),
+                         cfg.profile, run.path("profile.txt"))     # N VQ-VAE steps, then stop
+        return
 
     # ---- stage 1 (the VQ-VAE stays frozen once the prior has started learning its codes) ---------
     if cfg.stage in ("vqvae", "all") and prior_steps == 0:
@@ -251,6 +270,13 @@ def main():
                          "vqvae_history": {k: np.asarray(v) for k, v in run.history.items()}}
             run.history = {"step": []}            # from here on losses.png shows the prior
         state.update(prior_state)
+        if cfg.profile:                           # --stage prior --profile N: time prior steps
+            steps = iter(range(prior_steps, prior_steps + cfg.profile + 1))
+            xp = nn.backend.array_module_for(device)
+            nn.profile_steps(lambda: prior_step(prior, prior_optimizer, xp.asarray(
+                prior_batch(cfg, code_maps["prior_codes"], next(steps)))),
+                cfg.profile, run.path("profile.txt"))
+            return
         prior_steps = train_prior(run, state, code_maps, vqvae_steps, prior_steps)
         bits = mean_bits(prior, code_maps["held_codes"])
         run.log("prior", step=vqvae_steps + prior_steps, held_out_nll_bits=bits,

@@ -20,11 +20,12 @@ from .memory import check_memory
 from .run import METRICS, Run
 
 ALWAYS_RESUMABLE = ("epochs", "device", "resume", "overwrite", "out", "strict",
-                    "skip_memory_check")
+                    "skip_memory_check", "profile")
 RUN_FILES = (CHECKPOINT, METRICS, "config.json")   # a folder holding one of these is a run
 SHARED_SETTINGS = {"epochs": settings.at_least(1), "batch_size": settings.at_least(1),
                    "image_size": settings.at_least(1), "steps_per_epoch": settings.at_least(0),
-                   "seed": settings.at_least(0)}   # each model adds its own rules (check_settings)
+                   "seed": settings.at_least(0), "profile": settings.at_least(0)}
+                   # each model adds its own rules (check_settings)
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,6 +66,9 @@ def parser(description, **defaults):
                    help="stop at the first unreadable image instead of skipping it with a warning")
     g.add_argument("--skip-memory-check", action="store_true",
                    help="start even if the training step is estimated not to fit in memory")
+    g.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="time N training steps op by op (after one warm-up step), print the "
+                        "table, save it as profile.txt in --out, and stop (default: off)")
     p.set_defaults(**defaults)
     return p
 
