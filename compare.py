@@ -168,11 +168,19 @@ def choose_size(args, runs):
     return size, sizes
 
 
+def run_folder(file):
+    """The run folder a checkpoint file lies in (one with the run's config.json or metrics.jsonl),
+    or None for a checkpoint kept on its own."""
+    folder = os.path.dirname(os.path.abspath(file))
+    names = ("config.json", experiment.METRICS)
+    return folder if any(os.path.exists(os.path.join(folder, n)) for n in names) else None
+
+
 def check_out(out, runs, real_path):
     """--out must not be, or lie inside, a run or data folder (those are only read)."""
     target = os.path.abspath(out)
-    folders = [os.path.dirname(os.path.abspath(file)) for _, file, _ in runs]
-    folders += [real_path] if real_path else []
+    folders = [run_folder(file) for _, file, _ in runs] + [real_path]
+    folders = [folder for folder in folders if folder]
     for folder in folders:
         if os.path.commonpath([target, folder]) == folder:
             raise fail(f"--out {out} lies inside {folder}, a run or data folder, which compare.py "
@@ -254,7 +262,8 @@ def compare(args):
                                 classes=real_key[2])
         train, heldout = comparison.real_sets(real.images, args.n, args.max_train, args.seed)
     except (data.DataError, ValueError) as error:
-        raise fail(f"real images: {error}; give --data PATH (and --split) of the training data")
+        fix = "check --data and --split" if args.data else "give --data PATH (and --split)"
+        raise fail(f"real images: {error}; {fix} of the runs' training data")
     print(f"real images: {real.source}; {len(train)} training and {len(heldout)} held-out "
           f"(every fifth), {size}x{size}", flush=True)
     judge = comparison.Judge(train, heldout, seed=args.seed)
