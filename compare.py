@@ -58,7 +58,8 @@ def flags():
     p.add_argument("runs", nargs="*", metavar="RUN_OR_CHECKPOINT",
                    help="run folders (holding checkpoint.npz) or checkpoint files, any model")
     p.add_argument("--n", type=int, default=64, help="samples per model (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="sampling and subset seed (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="sampling and subset seed (default: %(default)s)")
     p.add_argument("--out", default=None, help="output folder (default: comparison)")
     p.add_argument("--data", default=None, metavar="PATH",
                    help="real images to score against (default: the data the runs recorded)")
@@ -82,7 +83,7 @@ def fail(message):
     return experiment.ExperimentError(message, code=2)
 
 
-# ---- the runs -------------------------------------------------------------------------------------
+# ---- the runs ------------------------------------------------------------------------------------
 
 def find_checkpoint(path):
     """The checkpoint file of a run folder or checkpoint path; a clear error when there is none."""
@@ -197,7 +198,7 @@ def labels_for(paths, models):
             for i, label in enumerate(labels)]
 
 
-# ---- samples --------------------------------------------------------------------------------------
+# ---- samples -------------------------------------------------------------------------------------
 
 def resize(samples, size):
     """Samples (N, 1, S, S) in [-1, 1] -> (N, 1, size, size), through 8 bits and Pillow as the real
@@ -221,7 +222,7 @@ def draw(checkpoint, label, args, device, size):
     return samples, resized
 
 
-# ---- the two modes ----------------------------------------------------------------------------------
+# ---- the two modes -------------------------------------------------------------------------------
 
 def rebuild_reports(args):
     if args.out is not None:

@@ -73,7 +73,8 @@ def write_report(run, samples=None, seed=0):
         if figure is not None:
             plot_memorisation(*figure, os.path.join(run.out, MEMORISATION),
                               title=f"{run.model} samples")
-        run.log("sample_quality", step=run.saved_step, command="python " + shlex.join(sys.argv), **record)
+        command = "python " + shlex.join(sys.argv)
+        run.log("sample_quality", step=run.saved_step, command=command, **record)
     path = build_report(run.out)
     print(f"report: {path}", flush=True)
     return path
@@ -106,7 +107,7 @@ def score_run(settings, model, samples, seed=0, cache_dir=None):
     return record, (copying, samples, train)
 
 
-# ---- reading a run folder -----------------------------------------------------------------------
+# ---- reading a run folder ------------------------------------------------------------------------
 
 def read_records(folder):
     """metrics.jsonl as a list of (line number from 1, record); unreadable lines are skipped."""
@@ -178,7 +179,7 @@ def evenly_spaced(items, count):
     return [items[i] for i in picks]
 
 
-# ---- HTML pieces --------------------------------------------------------------------------------
+# ---- HTML pieces ---------------------------------------------------------------------------------
 
 def esc(value):
     return html.escape(str(value), quote=True)
@@ -279,99 +280,115 @@ def sample_quality_section(line, record):
             "docs/metrics.md in the repository.</p>")
 
 
-def summary(folder, settings, records):
-    """The run in one line: model, steps, epochs, time, device, data."""
-    by_event = {}
-    for line, record in records:
-        by_event.setdefault(record.get("event"), []).append((line, record))
-    model = (by_event.get("start") or [(0, {})])[0][1].get("model", "run")
+def events_of(records, kind):
+    """The (line, record) pairs of one kind of event."""
+    return [(line, record) for line, record in records if record.get("event") == kind]
+
+
+def summary(folder, model, settings, records):
+    """The run in one line: model, folder, steps, time, device, data."""
     parts = [f"<b>{esc(model)}</b> run in <code>{esc(os.path.abspath(folder))}</code>"]
-    epochs = by_event.get("epoch", [])
+    epochs = events_of(records, "epoch")
     if epochs and is_number(epochs[-1][1].get("step")):
         line, last = epochs[-1]
         parts.append(f"{number(last['step'], line, 'step')} training steps")
         if is_number(last.get("elapsed_s")):
             parts.append(f"{number(last['elapsed_s'], line, 'elapsed_s')} s of training")
-    if by_event.get("start"):
-        line, start = by_event["start"][0]
+    starts = events_of(records, "start")
+    if starts:
+        start = starts[0][1]
         when = datetime.datetime.fromtimestamp(start.get("time", 0)).strftime("%Y-%m-%d %H:%M")
         parts.append(f"started {when} on {esc(start.get('device', '?'))}")
-    data_name = settings.get("data") or "the bundled MNI slices"
-    parts.append(f"data: {esc(data_name)} (split {esc(settings.get('split', '?'))}, "
-                 f"{esc(settings.get('image_size', '?'))}x{esc(settings.get('image_size', '?'))})")
+    size = esc(settings.get("image_size", "?"))
+    parts.append(f"data: {esc(settings.get('data') or 'the bundled MNI slices')} "
+                 f"(split {esc(settings.get('split', '?'))}, {size}x{size})")
     return "<p>" + "; ".join(parts) + ".</p>"
 
 
-def page(folder):
-    """The whole report.html of a run folder, as a string."""
-    records = read_records(folder)
-    settings = read_settings(folder, records)
-    groups = group_pictures(find_pictures(folder))
-    model = next((r.get("model") for _, r in records if r.get("event") == "start"), None) or "run"
-    body = [f"<h1>{esc(model)}: {esc(os.path.basename(os.path.abspath(folder)))}</h1>",
-            summary(folder, settings, records)]
-
-    # command and settings
-    quality = [(line, r) for line, r in records if r.get("event") == "sample_quality"]
-    commands = [r["command"] for _, r in quality if r.get("command")]
-    body.append("<h2>Command and settings</h2>")
+def command_section(folder, settings, records):
+    """The command of the session that ended the run (if recorded) and every setting."""
+    commands = [r["command"] for _, r in events_of(records, "sample_quality") if r.get("command")]
+    html_parts = ["<h2>Command and settings</h2>"]
     if commands:
-        body.append(f"<pre>{esc(commands[-1])}</pre>")
+        html_parts.append(f"<pre>{esc(commands[-1])}</pre>")
     else:
-        body.append('<p class="note">The command line was not recorded; the settings are:</p>')
+        html_parts.append('<p class="note">The command line was not recorded.</p>')
     rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(json.dumps(v))}</td></tr>"
                    for k, v in settings.items())
-    body.append(f"<details><summary>all {len(settings)} settings (config.json)</summary>"
-                f"<table>{rows}</table></details>")
-    body.append(f'<p class="note">Rebuild this page: <code>python compare.py --report '
-                f"{esc(folder)}</code></p>")
+    html_parts.append(f"<details><summary>all {len(settings)} settings (config.json)</summary>"
+                      f"<table>{rows}</table></details>")
+    html_parts.append(f'<p class="note">Rebuild this page: <code>python compare.py --report '
+                      f"{esc(folder)}</code></p>")
+    return html_parts
 
-    # metrics
-    body.append("<h2>Metrics</h2>")
+
+def metrics_section(folder, records):
+    """The sample-quality table, then one table per other kind of record of metrics.jsonl."""
+    html_parts = ["<h2>Metrics</h2>"]
+    quality = events_of(records, "sample_quality")
     if quality:
         line, record = quality[-1]
         step = number(record["step"], line, "step") if is_number(record.get("step")) else "?"
-        body.append(f"<h3>Sample quality at step {step}</h3>")
-        body.append(sample_quality_section(line, record))
+        html_parts.append(f"<h3>Sample quality at step {step}</h3>")
+        html_parts.append(sample_quality_section(line, record))
     else:
-        body.append(f'<p>This run logged no sample-quality record (it ended early, or was trained '
-                    f"before report.html existed). Score it with <code>python compare.py "
-                    f"{esc(folder)} --out {esc(folder.rstrip('/'))}-scores</code>.</p>")
+        html_parts.append(f"<p>This run logged no sample-quality record (it has not finished, or "
+                          "was trained before report.html existed). Score it with <code>python "
+                          f"compare.py {esc(folder)} --out {esc(folder.rstrip('/'))}-scores"
+                          "</code>.</p>")
     kinds = []
     for _, record in records:
         kind = record.get("event")
         if kind not in ("start", "epoch", "sample_quality") and kind not in kinds:
             kinds.append(kind)
     for kind in kinds:
-        body.append(f"<h3>{esc(kind)}</h3>")
-        body.append(records_table([(n, r) for n, r in records if r.get("event") == kind]))
+        html_parts.append(f"<h3>{esc(kind)}</h3>")
+        html_parts.append(records_table(events_of(records, kind)))
+    return html_parts
 
-    # pictures
+
+def pictures_section(folder, groups):
+    """Grids over the epochs, loss curves, the memorisation figure, every other picture."""
+    html_parts = []
     if groups["epochs"]:
-        body.append("<h2>Over the epochs</h2>")
+        html_parts.append("<h2>Over the epochs</h2>")
         for parent, paths in groups["epochs"].items():
             shown = evenly_spaced(paths, EPOCH_GRIDS_SHOWN)
-            body.append(f"<h3>{esc(parent or 'grids')}/ ({len(shown)} of {len(paths)} epochs)</h3>")
-            body += [figure(p, f"epoch {int(EPOCH_GRID.search(p).group(2))}",
-                            thumbnail_width(folder, p), True) for p in shown]
+            html_parts.append(f"<h3>{esc(parent or 'grids')}/ ({len(shown)} of {len(paths)} "
+                              "epochs)</h3>")
+            html_parts += [figure(p, f"epoch {int(EPOCH_GRID.search(p).group(2))}",
+                                  thumbnail_width(folder, p), True) for p in shown]
     if groups["losses"]:
-        body.append("<h2>Loss curves</h2>")
-        body += [figure(p, p, 600) for p in groups["losses"]]
+        html_parts.append("<h2>Loss curves</h2>")
+        html_parts += [figure(p, p, 600) for p in groups["losses"]]
     if groups["memorisation"]:
-        body.append("<h2>Memorisation</h2>")
-        body.append('<p class="note">Left: distance from each image to its nearest training '
-                    "image (grey: held-out real images; red: samples). Right: the most-copied "
-                    "samples above their nearest training images.</p>")
-        body += [figure(p, p) for p in groups["memorisation"]]
+        html_parts.append("<h2>Memorisation</h2>")
+        html_parts.append('<p class="note">Left: distance from each image to its nearest '
+                          "training image (grey: held-out real images; red: samples). Right: the "
+                          "most-copied samples above their nearest training images.</p>")
+        html_parts += [figure(p, p) for p in groups["memorisation"]]
     if groups["other"]:
-        body.append("<h2>The model's own pictures</h2>")
-        body += [figure(p, p, None, True) for p in groups["other"]]
+        html_parts.append("<h2>The model's own pictures</h2>")
+        html_parts += [figure(p, p, None, True) for p in groups["other"]]
     if groups["singles"]:
         folders = sorted({os.path.dirname(p) or "." for p in groups["singles"]})
-        body.append(f'<p class="note">Also {len(groups["singles"])} single images in '
-                    f"{esc(', '.join(f + '/' for f in folders))} (not shown).</p>")
+        html_parts.append(f'<p class="note">Also {len(groups["singles"])} single images in '
+                          f"{esc(', '.join(f + '/' for f in folders))} (not shown).</p>")
+    return html_parts
 
-    epochs = [(n, r) for n, r in records if r.get("event") == "epoch"]
+
+def page(folder):
+    """The whole report.html of a run folder, as a string."""
+    records = read_records(folder)
+    settings = read_settings(folder, records)
+    starts = events_of(records, "start")
+    model = (starts[0][1].get("model") if starts else None) or "run"
+    body = [f"<h1>{esc(model)}: {esc(os.path.basename(os.path.abspath(folder)))}</h1>",
+            summary(folder, model, settings, records)]
+    body += command_section(folder, settings, records)
+    body += metrics_section(folder, records)
+    body += pictures_section(folder, group_pictures(find_pictures(folder)))
+    epochs = events_of(records, "epoch")
     if epochs:
         body.append("<h2>Per-epoch log</h2>")
         body.append(f"<details><summary>{len(epochs)} epoch records (metrics.jsonl)</summary>"

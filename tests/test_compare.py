@@ -21,7 +21,7 @@ def brain_like(rng, n, size=16):
     return ((x + 1) * 127.5).round().astype(np.uint8)
 
 
-# ---- the held-out rule and the real sets ----------------------------------------------------------
+# ---- the held-out rule and the real sets ---------------------------------------------------------
 
 def test_the_held_out_rule_is_the_one_the_vqvae_trains_with():
     images = np.arange(23)[:, None, None] * np.ones((1, 2, 2), dtype=np.int64)
@@ -53,7 +53,7 @@ def test_real_sets_cap_held_out_at_n_and_training_at_max_train(rng):
         comparison.real_sets(images[:25], n_samples=64)                # only 5 held-out
 
 
-# ---- scores and the table -------------------------------------------------------------------------
+# ---- scores and the table ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def judged():
@@ -107,7 +107,7 @@ def test_markdown_and_csv_tables_hold_every_row_and_note():
     assert dcgan[header.index("saw_heldout")] == "True"
 
 
-# ---- report.html from a hand-made run folder -------------------------------------------------------
+# ---- report.html from a hand-made run folder -----------------------------------------------------
 
 class PageParser(HTMLParser):
     """Collects <img src>, every element with data-record/data-field (and its text), and tags."""

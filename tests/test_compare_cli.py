@@ -63,7 +63,7 @@ def runs(tmp_path_factory):
     return folder
 
 
-# ---- end to end ------------------------------------------------------------------------------------
+# ---- end to end ----------------------------------------------------------------------------------
 
 def test_compare_scores_three_models_on_one_table_and_only_reads_the_runs(runs, tmp_path):
     before = snapshot(runs)
@@ -117,7 +117,7 @@ def test_runs_at_different_sizes_are_refused_or_resized_when_asked(runs, tmp_pat
     assert "samples resized from 8x8 to 16x16 (--image-size)" in table
 
 
-# ---- report.html -------------------------------------------------------------------------------------
+# ---- report.html ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("model", list(TINY))
 def test_each_run_wrote_a_report_whose_numbers_match_its_metrics_log(runs, model):
@@ -152,7 +152,7 @@ def test_compare_report_rebuilds_the_page_and_writes_nothing_else(runs):
     assert "reconstructions.png" in parse_page(folder / "report.html").images
 
 
-# ---- bad input: one line, exit code 2, nothing written -------------------------------------------------
+# ---- bad input: one line, exit code 2, nothing written -------------------------------------------
 
 def refused(monkeypatch, capsys, *args):
     """Run compare.py's main in this process; return its stderr, checking exit code 2."""
