@@ -46,18 +46,19 @@ MAX_TRAIN = 2000
 MAX_PAIRS = 5000                          # pairwise SSIM: at most this many random pairs
 HOLDS_OUT = ("vqvae",)                    # models whose training script leaves those images out
 
-COLUMNS = [   # (key, header, digits)
-    ("nn_ssim", "NN-SSIM", 3),
-    ("pairwise_ssim", "pairwise SSIM", 3),
-    ("precision", "precision", 3),
-    ("recall", "recall", 3),
-    ("density", "density", 3),
-    ("coverage", "coverage", 3),
-    ("kid", "KID", 3),
-    ("copy_fraction", "copy fraction", 3),
-    ("closer_than_heldout", "closer than held-out", 3),
-    ("distance_ratio", "distance ratio", 3),
+COLUMNS = [   # (key, header, the space the column is measured in)
+    ("nn_ssim", "NN-SSIM", "pixels: SSIM"),
+    ("pairwise_ssim", "pairwise SSIM", "pixels: SSIM"),
+    ("precision", "precision", "PCA features"),
+    ("recall", "recall", "PCA features"),
+    ("density", "density", "PCA features"),
+    ("coverage", "coverage", "PCA features"),
+    ("kid", "KID", "PCA features"),
+    ("copy_fraction", "copy fraction", "pixels: RMS"),
+    ("closer_than_heldout", "closer than held-out", "pixels: RMS"),
+    ("distance_ratio", "distance ratio", "pixels: RMS"),
 ]
+DIGITS = 3
 SAW_HELDOUT_NOTE = ("held-out slices were in this run's training data: its memorisation figures "
                     "compare against images it has seen (a copy of a held-out slice is not "
                     "flagged)")
@@ -143,22 +144,24 @@ class Judge:
 
 
 def format_value(key, row):
-    """One cell: the number with its column's digits; KID with its standard deviation."""
-    digits = dict((k, d) for k, _, d in COLUMNS)[key]
+    """One cell: the number with DIGITS decimals; KID with its standard deviation."""
     value = row.get(key)
     if value is None:
         return ""
-    text = f"{value:.{digits}f}"
+    text = f"{value:.{DIGITS}f}"
     if key == "kid" and "kid_std" in row:
-        text += f" +- {row['kid_std']:.{digits}f}"
+        text += f" +- {row['kid_std']:.{DIGITS}f}"
     return text
 
 
 def markdown_table(rows, notes=()):
-    """Rows (dicts with "label", optional "step", "marks" and the column keys) as Markdown, then
-    the notes as a numbered list; a row's marks (note numbers) are written after its label as [n]."""
+    """Rows (dicts with "label", optional "step", "marks" and the column keys) as Markdown under
+    a row that names each column's space, then the notes as a numbered list; a row's marks (note
+    numbers) are written after its label as [n]."""
     header = ["", "step"] + [title for _, title, _ in COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * len(header)) + " |"]
+    spaces = ["*measured on*", ""] + [f"*{space}*" for _, _, space in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * len(header)) + " |",
+             "| " + " | ".join(spaces) + " |"]
     for row in rows:
         label = row["label"] + "".join(f" [{mark}]" for mark in row.get("marks", ()))
         cells = [label, str(row.get("step", ""))] + [format_value(k, row) for k, _, _ in COLUMNS]

@@ -259,6 +259,8 @@ def sample_quality_section(line, record):
     if "skipped" in record:
         return f"<p>Not scored: {esc(record['skipped'])}.</p>"
     head = "<tr><th></th>" + "".join(f"<th>{esc(title)}</th>" for _, title, _ in COLUMNS) + "</tr>"
+    head += ('<tr class="note"><td>measured on</td>'
+             + "".join(f"<td>{esc(space)}</td>" for _, _, space in COLUMNS) + "</tr>")
     rows = []
     for name, prefix, css in (("real held-out vs training (reference)", "heldout_", "reference"),
                               (f"this run's {record.get('n_samples')} samples", "", "")):

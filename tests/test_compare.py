@@ -95,9 +95,10 @@ def test_markdown_and_csv_tables_hold_every_row_and_note():
     text = comparison.markdown_table(rows, ["first note", "second, with a comma"])
     lines = text.splitlines()
     assert lines[0].startswith("|  | step | NN-SSIM | pairwise SSIM | precision")
-    assert lines[2].startswith("| real held-out vs training (reference) |  | 0.945 |  | 1.000 |")
-    assert "| dcgan: runs/a [2] | 3000 | 0.634 |" in lines[3]
-    assert "0.500 +- 0.250" in lines[3] and "-0.327 +- 0.126" in lines[2]
+    assert lines[2].startswith("| *measured on* |  | *pixels: SSIM* | *pixels: SSIM* | *PCA feat")
+    assert lines[3].startswith("| real held-out vs training (reference) |  | 0.945 |  | 1.000 |")
+    assert "| dcgan: runs/a [2] | 3000 | 0.634 |" in lines[4]
+    assert "0.500 +- 0.250" in lines[4] and "-0.327 +- 0.126" in lines[3]
     assert lines[-2:] == ["1. first note", "2. second, with a comma"]
     csv = comparison.csv_text(rows).splitlines()
     header = csv[0].split(",")
