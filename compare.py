@@ -44,12 +44,12 @@ import data
 import experiment
 import nn
 from data.transforms import resize_square
-from evaluation import comparison, report
+from evaluation import comparison, report, ssim
 from evaluation.memorisation import plot_memorisation
 from generate import SAMPLERS
 
 SHOWN = 8                               # images per row of samples.png
-SSIM_MIN_SIZE = 11                      # the SSIM window
+SSIM_MIN_SIZE = ssim.WIN                # the SSIM window: 11 pixels
 
 
 def flags():
@@ -114,6 +114,9 @@ def load_run(path):
     if model not in SAMPLERS:
         raise fail(f"{file} is a checkpoint of an unknown model {model!r}; compare.py compares "
                    f"{', '.join(SAMPLERS)} checkpoints")
+    if "image_size" not in checkpoint["config"]:
+        raise fail(f"{file} records no image size in its settings; give a checkpoint.npz "
+                   "written by a train_*.py")
     return file, checkpoint
 
 
@@ -247,6 +250,8 @@ def compare(args):
                    f"per model (k-nearest neighbours with k = 5); the default is 64")
     if args.max_train < comparison.minimum_images():
         raise fail(f"--max-train must be at least {comparison.minimum_images()}")
+    if args.seed < 0:
+        raise fail("--seed must not be negative")
     if args.image_size is not None and args.image_size < 1:
         raise fail("--image-size must be a positive number of pixels")
     out = args.out or "comparison"

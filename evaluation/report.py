@@ -34,6 +34,7 @@ import data
 from evaluation.comparison import (COLUMNS, SAW_HELDOUT_NOTE, Judge, minimum_images, real_sets,
                                    saw_heldout)
 from evaluation.memorisation import plot_memorisation
+from evaluation.ssim import WIN as SSIM_WINDOW
 
 REPORT, METRICS, CONFIG = "report.html", "metrics.jsonl", "config.json"
 MEMORISATION = "memorisation.png"
@@ -91,6 +92,9 @@ def score_run(settings, model, samples, seed=0, cache_dir=None):
         record["skipped"] = (f"the sample-quality metrics need at least {minimum_images()} "
                              f"samples; this run drew {len(samples)} (raise --samples)")
         return record, None
+    if size < SSIM_WINDOW:
+        record["skipped"] = f"images of {size}x{size} are smaller than the SSIM window"
+        return record, None
     real = data.load_images(settings.get("data"), image_size=size,
                             split=settings.get("split", "all"), classes=settings.get("classes"),
                             cache_dir=cache_dir)
@@ -116,13 +120,13 @@ def read_records(folder):
     if not os.path.exists(path):
         return records
     with open(path) as f:
-        for number, line in enumerate(f, 1):
+        for line_number, line in enumerate(f, 1):
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
             if isinstance(record, dict):
-                records.append((number, record))
+                records.append((line_number, record))
     return records
 
 

@@ -204,6 +204,7 @@ def test_bad_inputs_are_refused_with_one_line_and_nothing_written(runs, tmp_path
         ([dcgan, elsewhere], "trained on different data"),
         ([dcgan, no_prior, "--n", "8"], "no trained prior yet"),
         ([dcgan, "--n", "0"], "--n 0: the metrics need at least 6 samples"),
+        ([dcgan, "--seed", "-1"], "--seed must not be negative"),
         ([dcgan, "--n", "8", "--out", dcgan / "scores"], "only reads"),
         ([dcgan, "--data", tmp_path / "no_such_data"], "check --data"),
         ([], "give at least one run folder"),
@@ -216,3 +217,20 @@ def test_bad_inputs_are_refused_with_one_line_and_nothing_written(runs, tmp_path
         assert not os.path.exists(out), args
     assert not os.path.exists(dcgan / "scores")
     assert snapshot(runs) == before
+
+
+def test_an_unreadable_run_folder_is_refused(tmp_path, monkeypatch, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    listdir = os.listdir
+
+    def denied(path="."):          # as root chmod 000 would not stop us, so fake the refusal
+        if os.path.abspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)
+    monkeypatch.setattr(os, "listdir", denied)
+    err = refused(monkeypatch, capsys, locked, "--out", tmp_path / "out")
+    assert "cannot read the folder" in err and "Permission denied" in err
+    err = refused(monkeypatch, capsys, "--report", locked)
+    assert "cannot read the folder" in err
+    assert not os.path.exists(tmp_path / "out")
