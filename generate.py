@@ -14,14 +14,16 @@ A checkpoint records its model ("model": "dcgan" | "vqvae" | "stylegan") and its
 
 --truncation and --temperature are passed only when given, and only to the model that takes them.
 """
-import argparse
 import json
+import math
 import os
 
 import data
 import experiment
 from evaluation import ssim
 from experiment import pictures
+from experiment.files import atomic_write
+from experiment.memory import BASE_BYTES, available_bytes
 from models import dcgan, stylegan, vqvae
 
 SAMPLERS = {"dcgan": dcgan.sample, "vqvae": vqvae.sample, "stylegan": stylegan.sample}
@@ -29,8 +31,7 @@ OPTIONS = {"dcgan": (), "vqvae": ("temperature",), "stylegan": ("truncation",)} 
 
 
 def flags():
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = experiment.Parser(__doc__)
     p.add_argument("--checkpoint", required=True, help="a checkpoint.npz written by a train_*.py")
     p.add_argument("--n", type=int, default=64, help="how many images (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
@@ -40,9 +41,37 @@ def flags():
                    help="also compare the images with the training images (SSIM)")
     p.add_argument("--data", default=None, help="training data for --metrics (default: the data "
                    "path saved in the checkpoint; the bundled set if it had none)")
+    p.add_argument("--strict", action="store_true", help="--metrics: stop at the first unreadable "
+                   "training image instead of skipping it with a warning")
     p.add_argument("--truncation", type=float, default=None, help="StyleGAN truncation psi")
     p.add_argument("--temperature", type=float, default=None, help="PixelCNN sampling temperature")
     return p
+
+
+def check_flags(args):
+    """Refuse bad values before anything is loaded or written (exit code 2, one line)."""
+    problems = [(args.n < 1, f"--n {args.n}: use a whole number, at least 1"),
+                (args.seed < 0, f"--seed {args.seed}: use a whole number, at least 0"),
+                (args.truncation is not None and not math.isfinite(args.truncation),
+                 f"--truncation {args.truncation}: use a number, e.g. 0.7 (1 = no truncation)"),
+                (args.temperature is not None and not args.temperature > 0,
+                 f"--temperature {args.temperature}: use a number above 0, e.g. 1.0"),
+                (os.path.exists(args.out) and not os.path.isdir(args.out),
+                 f"--out {args.out} is a file; give a folder for the images")]
+    for wrong, message in problems:
+        if wrong:
+            raise experiment.ExperimentError(message, code=2)
+
+
+def check_memory(n, size):
+    """n float32 images of size x size, and their PNGs in memory: refuse what cannot fit."""
+    needed = n * size * size * (4 + 1) + BASE_BYTES
+    available = available_bytes("cpu")
+    if available is not None and needed > available:
+        raise experiment.ExperimentError(f"--n {n}: {n} images of {size}x{size} need about "
+                                         f"{needed / 2 ** 30:.1f} GiB, but the machine has "
+                                         f"{available / 2 ** 30:.1f} GiB available; ask for "
+                                         "fewer and run again with another --seed", code=2)
 
 
 def chosen_options(args, model):
@@ -57,8 +86,7 @@ def chosen_options(args, model):
 
 def generate():
     args = flags().parse_args()
-    if args.n < 1:
-        raise experiment.ExperimentError("--n must be at least 1", code=2)
+    check_flags(args)
     device = experiment.choose_device(args.device)
     checkpoint = experiment.load_checkpoint(args.checkpoint)
     model = str(checkpoint["model"])
@@ -66,6 +94,14 @@ def generate():
         raise experiment.CheckpointError(f"the checkpoint is for an unknown model {model!r} "
                                          f"(known: {', '.join(SAMPLERS)})")
     options = chosen_options(args, model)
+    config = checkpoint["config"]
+    check_memory(args.n, int(config["image_size"]))
+    if args.metrics:                  # the training images must be there before anything is drawn
+        try:
+            data.count_images(args.data or config.get("data"), config.get("split", "all"),
+                              config.get("classes"))
+        except data.DataError as error:
+            raise experiment.ExperimentError(f"--metrics: {error}", code=2) from None
 
     samples = SAMPLERS[model](checkpoint, args.n, args.seed, device, **options)
     paths = pictures.save_images(samples, args.out)
@@ -74,15 +110,14 @@ def generate():
           f"and {grid}", flush=True)
 
     if args.metrics:
-        config = checkpoint["config"]
         real = data.load_images(args.data or config.get("data"), image_size=samples.shape[-1],
                                 split=config.get("split", "all"), classes=config.get("classes"),
-                                cache_dir=os.path.join(args.out, "cache"))
+                                strict=args.strict, cache_dir=os.path.join(args.out, "cache"))
         report = ssim.generation_report(samples, data.to_float(real.images), data_range=2.0,
                                         max_real=config.get("metrics_real", 2000), seed=args.seed)
         report.update(model=model, checkpoint=os.path.abspath(args.checkpoint),
                       step=checkpoint["step"], seed=args.seed, **options)
-        with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        with atomic_write(os.path.join(args.out, "metrics.json"), "w") as f:
             json.dump(report, f, indent=2)
         ssim.print_report(report)
         print(f"metrics written to {os.path.join(args.out, 'metrics.json')}", flush=True)

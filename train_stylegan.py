@@ -24,7 +24,6 @@ checkpoint.npz, and at the end embedding_pca.png and embedding_tsne.png (generat
 images, and AD against NC with --compare-with) and the nearest-neighbour SSIM / diversity report.
 """
 import argparse
-import shutil
 import time
 
 import numpy as np
@@ -36,6 +35,7 @@ from evaluation import embedding
 from evaluation.report import write_report
 from evaluation.ssim import generation_report, print_report
 from experiment import pictures
+from experiment.files import copy_atomically
 from models import stylegan
 from models.stylegan_losses import LOSSES, discriminator_loss, generator_loss
 
@@ -78,19 +78,6 @@ def flags():
                    help="another StyleGAN run (e.g. the NC one when this is AD) to add to the "
                         "embedding plot, with its real images")
     return p
-
-
-def phase_images(cfg):
-    """--phase-images as one image count per resolution before the final one."""
-    resolutions = stylegan.resolutions_up_to(cfg.image_size, stylegan.START_RESOLUTION)[:-1]
-    counts = [int(v) for v in str(cfg.phase_images).split(",")]
-    if len(counts) == 1:
-        counts = counts * len(resolutions)
-    if len(counts) < len(resolutions):
-        raise experiment.ExperimentError(
-            f"--phase-images needs {len(resolutions)} values (resolutions {resolutions}) or one "
-            f"for all, got {cfg.phase_images}", code=2)
-    return counts
 
 
 def make_optimizers(G, D, resolution, cfg):
@@ -149,7 +136,7 @@ def save_phase(run, state, step, resolution, timing, samples):
     pictures.plot_losses(run.history, run.path(*folder, "losses.png"),
                          title=f"StyleGAN up to {resolution}x{resolution}: losses per step")
     run.save(state, step, resolution=resolution, timing=timing)
-    shutil.copyfile(run.checkpoint_path, run.path(*folder, "checkpoint.npz"))
+    copy_atomically(run.checkpoint_path, run.path(*folder, "checkpoint.npz"))
     run.log("phase", step=step, resolution=resolution,
             seconds_per_image=seconds_per_image(timing, resolution))
 
@@ -185,18 +172,17 @@ def compare_groups(path, resolution, count, seed, device):
 # ---- the run --------------------------------------------------------------------------------------
 
 def train():
-    run = experiment.start(flags(), model="stylegan")
+    run = experiment.start(flags(), model="stylegan", check=stylegan.check_settings,
+                           memory=stylegan.memory_estimate)   # every flag checked before any writing
     cfg, device = run.config, run.device
-    if cfg.batch_size % 4:
-        raise experiment.ExperimentError("--batch-size must be a multiple of 4 (minibatch "
-                                         "standard deviation groups)", code=2)
 
     # ---- data and the progressive schedule ----------------------------------------------------------
     dataset = experiment.load_images(cfg)
     loader = data.BatchLoader(dataset.images, cfg.batch_size, seed=cfg.seed, device=device)
     steps_per_epoch = cfg.steps_per_epoch or len(loader)
     total_steps = cfg.epochs * steps_per_epoch
-    schedule = stylegan.Schedule(cfg.image_size, phase_images(cfg), cfg.fade_images, cfg.batch_size)
+    schedule = stylegan.Schedule(cfg.image_size, stylegan.phase_images(cfg), cfg.fade_images,
+                                 cfg.batch_size)
     final_resolution, _ = schedule.at(total_steps - 1)
     print(f"data: {dataset.source}; resolutions {schedule.resolutions}, phases start at steps "
           f"{schedule.starts}; {total_steps} steps of {cfg.batch_size} images "

@@ -204,7 +204,8 @@ def main():
     argv = sys.argv[1:]
     if flags().parse_known_args(argv)[0].stage in ("prior", "sample") and "--resume" not in argv:
         argv.append("--resume")                  # these stages continue the run in --out
-    run = experiment.start(flags(), model="vqvae", argv=argv, resumable_flags=PRIOR_FLAGS)
+    run = experiment.start(flags(), model="vqvae", argv=argv, resumable_flags=PRIOR_FLAGS,
+                           check=vqvae.check_settings, memory=vqvae.memory_estimate)
     cfg, device = run.config, run.device
 
     # ---- data: every fifth slice is held out, for the reconstruction SSIM ------------------------

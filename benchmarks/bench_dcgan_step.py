@@ -95,58 +95,6 @@ def seconds(step, repeats):
     return (time.perf_counter() - start) / repeats
 
 
-def profile(step, steps):
-    """Exclusive time per op (forward / backward of each nn Function) and per optimizer step."""
-    totals, counts, stack = defaultdict(float), defaultdict(int), []
-
-    def timed(name, fn):
-        def wrapper(*args, **kwargs):
-            now = time.perf_counter()
-            if stack:
-                stack[-1][1] += now - stack[-1][2]     # pause the caller's clock
-            stack.append([name, 0.0, now])
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                entry = stack.pop()
-                end = time.perf_counter()
-                totals[name] += entry[1] + end - entry[2]
-                counts[name] += 1
-                if stack:
-                    stack[-1][2] = end                 # resume the caller's clock
-        return wrapper
-
-    def subclasses(cls):
-        for sub in cls.__subclasses__():
-            yield sub
-            yield from subclasses(sub)
-
-    patched = []
-    for cls in list(subclasses(nn.Function)) + [nn.optim.Optimizer]:
-        for method in ("forward", "backward", "step"):
-            if method in vars(cls):
-                patched.append((cls, method, vars(cls)[method]))
-                setattr(cls, method, timed(f"{cls.__name__}.{method}", vars(cls)[method]))
-    try:
-        step()
-        totals.clear()
-        counts.clear()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        total = (time.perf_counter() - start) / steps
-    finally:
-        for cls, method, original in patched:
-            setattr(cls, method, original)
-    print(f"\nprofile: {total * 1e3:.0f} ms per step (exclusive time per op, per step)")
-    covered = 0.0
-    for name, value in sorted(totals.items(), key=lambda item: -item[1]):
-        covered += value / steps
-        if value / steps >= 1e-3:
-            print(f"  {name:<34} {value / steps * 1e3:8.1f} ms  {counts[name] / steps:5.0f} calls")
-    print(f"  {'(graph building, Python, other)':<34} {(total - covered) * 1e3:8.1f} ms")
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -187,8 +135,9 @@ def main():
             print(f"{width:>8} {mine:>9.0f} {reference:>11.0f} {mine / reference:>6.2f}", flush=True)
         else:
             print(f"{width:>8} {mine:>9.0f} {'-':>11} {'-':>6}", flush=True)
-        if args.profile:
-            profile(engines["ours"], args.steps)
+        if args.profile:   # per op, per step (the optimizer's steps are "outside Functions")
+            print(f"\nprofile of our step at ngf = ndf = {width} (nn.profile):")
+            nn.profile_steps(engines["ours"], args.steps)
 
 
 if __name__ == "__main__":

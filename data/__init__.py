@@ -11,7 +11,8 @@ See data/README.md for the layouts, the bundled set's provenance, augmentation a
 
 from .batching import BatchLoader
 from .layouts import DataError
-from .loading import ImageSet, load_images
+from .loading import ImageSet, count_images, load_images
 from .transforms import to_float, to_uint8
 
-__all__ = ["BatchLoader", "DataError", "ImageSet", "load_images", "to_float", "to_uint8"]
+__all__ = ["BatchLoader", "DataError", "ImageSet", "count_images", "load_images", "to_float",
+           "to_uint8"]

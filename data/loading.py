@@ -71,15 +71,21 @@ def report_skipped(reasons, listing, strict):
                       f"read under {listing.root}", stacklevel=4)
 
 
-def load_folder(path, image_size, split, classes, strict, cache_dir):
+def list_request(path, split, classes):
+    """The files a folder request selects; a request without any is an error."""
     listing = list_files(path, split, classes)
     if not listing.paths:
         raise DataError(f"no PNG/JPEG images found under {path} ({listing.description})")
+    return listing
+
+
+def load_folder(path, image_size, split, classes, strict, cache_dir):
+    listing = list_request(path, split, classes)
     stored = None
     if cache_dir is not None:
         cache_file = cache.cache_path(cache_dir, listing.root, image_size, split, classes)
         fingerprint = cache.fingerprint(listing.paths)
-        stored = cache.read_cache(cache_file, fingerprint)
+        stored = cache.read_cache(cache_file, fingerprint, image_size)
     if stored is None:
         images, kept, reasons = read_images(listing.paths, image_size)
         if cache_dir is not None:
@@ -112,9 +118,17 @@ def bundled_split(count, split):
     return np.flatnonzero((position != BUNDLED_TEST_SLICE) & (position != BUNDLED_VALIDATE_SLICE))
 
 
-def load_bundled(image_size, split):
-    """The bundled MNI ICBM152 2009a axial slices (see data/README.md), resized to image_size."""
+def check_bundled_request(split, classes):
+    """The bundled set has the splits of BUNDLED_SPLITS and no classes."""
+    if classes not in (None, "both"):
+        raise DataError(f"a class filter ({classes!r}) needs the ADNI layout; the bundled set "
+                        "has no classes")
     check_choice(split, BUNDLED_SPLITS, "split", "bundled")
+
+
+def load_bundled(image_size, split, classes=None):
+    """The bundled MNI ICBM152 2009a axial slices (see data/README.md), resized to image_size."""
+    check_bundled_request(split, classes)
     with np.load(BUNDLED_FILE, allow_pickle=False) as stored:
         slices, z_mm = stored["images"], stored["z_mm"]
     chosen = bundled_split(len(slices), split)
@@ -139,8 +153,17 @@ def load_images(path=None, image_size=64, split="train", classes=None, strict=Fa
     if not isinstance(image_size, (int, np.integer)) or image_size < 1:
         raise DataError(f"image_size must be a positive integer, got {image_size!r}")
     if path is None:
-        if classes not in (None, "both"):
-            raise DataError(f"a class filter ({classes!r}) needs the ADNI layout; the bundled set "
-                            "has no classes")
-        return load_bundled(int(image_size), split)
+        return load_bundled(int(image_size), split, classes)
     return load_folder(path, int(image_size), split, classes, strict, cache_dir)
+
+
+def count_images(path=None, split="train", classes=None):
+    """How many image files load_images(path, split=split, classes=classes) would read, found by
+    listing folders without opening any image (unreadable files count too). Raises DataError for
+    every request load_images refuses before decoding: a missing folder, an unknown split or
+    class, a folder without images. The scripts call it before they write anything."""
+    if path is None:
+        check_bundled_request(split, classes)
+        with np.load(BUNDLED_FILE, allow_pickle=False) as stored:
+            return len(bundled_split(len(stored["z_mm"]), split))
+    return len(list_request(path, split, classes).paths)

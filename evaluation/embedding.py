@@ -15,6 +15,8 @@ import os
 
 import numpy as np
 
+from experiment.files import atomic_write
+
 
 def pca(x, n_components=50):
     """Principal component analysis by an economy SVD of the centred data.
@@ -196,9 +198,8 @@ def plot_embedding(points, groups, path, title=""):
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path)
+    with atomic_write(path) as f:                # complete or absent, even if the run is killed
+        fig.savefig(f, format="png")
     return path
 
 

@@ -4,9 +4,14 @@ Everything a training script needs besides the model and the training step:
 
     flags.py        experiment.parser(description, epochs=15, out="runs/dcgan", ...): the shared
                     flags (--device --data --split --subset --image-size --epochs --steps-per-epoch
-                    --batch-size --seed --out --resume --overwrite); experiment.choose_device(name);
-                    run = experiment.start(parser, model="dcgan"): parse, pick the device, prepare
-                    --out, and on --resume load the checkpoint and its saved settings
+                    --batch-size --seed --out --resume --overwrite --strict --skip-memory-check);
+                    experiment.choose_device(name); run = experiment.start(parser, model="dcgan",
+                    check=dcgan.check_settings, memory=dcgan.memory_estimate): parse, refuse every
+                    bad setting before writing anything, pick the device, lock and prepare --out,
+                    and on --resume load the checkpoint and its saved settings
+    lock.py         one run per output folder (fcntl.flock, released when the process dies)
+    memory.py       the model's memory estimate against the memory available
+    files.py        atomic writes (temporary file + rename) for pictures, logs and copies
     run.py          the Run: output folder, metrics log (metrics.jsonl), loss history, progress
                     line, epoch summaries, Ctrl-C, save and restore; experiment.load_images(config)
                     and experiment.stream(loader, start, stop) (exactly resumable batches)
@@ -20,6 +25,6 @@ Everything a training script needs besides the model and the training step:
 from .checkpoints import (CHECKPOINT, FORMAT, load_checkpoint, load_state, rng_state,
                           save_checkpoint, set_rng_state, state_of)
 from .errors import CheckpointError, ExperimentError, Interrupted, NonFiniteLoss, main
-from .flags import choose_device, parser, start
+from .flags import Parser, choose_device, parser, start
 from .run import METRICS, Run, load_images, stream
 from . import pictures

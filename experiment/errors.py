@@ -30,7 +30,9 @@ class Interrupted(ExperimentError):
 
 def main(fn):
     """Run `fn()`; turn the errors a user can cause into a message on stderr and an exit code
-    (1; 2 for an unusable device or bad flags; 130 for Ctrl-C), never a traceback."""
+    (1; 2 for an unusable device or bad flags; 130 for Ctrl-C), never a traceback. A file that
+    cannot be read or written (a full disk, a permission) is one of them: the message says the
+    cause and the file (files are written atomically, so nothing is left half-written)."""
     try:
         fn()
     except Interrupted as error:
@@ -45,3 +47,8 @@ def main(fn):
     except (data.DataError, nn.DeviceError, nn.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, nn.DeviceError) else 1)
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: a file could not be read or written: {error.strerror or error}{where}",
+              file=sys.stderr)
+        sys.exit(1)

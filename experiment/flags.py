@@ -1,22 +1,48 @@
-"""The flags every training script shares, the device, and `start`, which turns them into a Run."""
+"""The flags every training script shares, the device, and `start`, which turns them into a Run.
+
+`start` refuses every bad setting before anything is written: the shared flags here, the model's
+own (its check_settings, models/settings.py), --out, the data request (listed, not decoded) and
+the memory a training step needs. Only then does it lock the output folder and make the Run.
+"""
 import argparse
 import os
 import signal
 import sys
 
+import data
 import nn
+from models import settings
 
 from .checkpoints import CHECKPOINT, load_checkpoint
 from .errors import CheckpointError, ExperimentError
-from .run import Run
+from .lock import lock_folder
+from .memory import check_memory
+from .run import METRICS, Run
 
-ALWAYS_RESUMABLE = ("epochs", "device", "resume", "overwrite", "out")
+ALWAYS_RESUMABLE = ("epochs", "device", "resume", "overwrite", "out", "strict",
+                    "skip_memory_check")
+RUN_FILES = (CHECKPOINT, METRICS, "config.json")   # a folder holding one of these is a run
+SHARED_SETTINGS = {"epochs": settings.at_least(1), "batch_size": settings.at_least(1),
+                   "image_size": settings.at_least(1), "steps_per_epoch": settings.at_least(0),
+                   "seed": settings.at_least(0)}   # each model adds its own rules (check_settings)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, with abbreviations refused and its errors (an unknown flag, a value of
+    the wrong type, a missing one) as one line and exit code 2, like every other flag error."""
+
+    def __init__(self, description):
+        super().__init__(description=description, allow_abbrev=False,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def error(self, message):
+        print(f"error: {message}; see --help for every flag", file=sys.stderr)
+        sys.exit(2)
 
 
 def parser(description, **defaults):
     """The flags every training script shares; `defaults` overrides any of their defaults."""
-    p = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description)
     g = p.add_argument_group("run")
     g.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
                    help="cpu = NumPy, gpu = CuPy, auto = gpu when usable (default: %(default)s)")
@@ -35,6 +61,10 @@ def parser(description, **defaults):
     g.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     g.add_argument("--overwrite", action="store_true",
                    help="start afresh even if --out already holds a run")
+    g.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable image instead of skipping it with a warning")
+    g.add_argument("--skip-memory-check", action="store_true",
+                   help="start even if the training step is estimated not to fit in memory")
     p.set_defaults(**defaults)
     return p
 
@@ -51,32 +81,94 @@ def choose_device(name):
     return "gpu"
 
 
-def start(p, model, argv=None, resumable_flags=()):
-    """Parse the flags, pick the device, prepare the output folder; return the Run.
+def start(p, model, argv=None, resumable_flags=(), check=None, memory=None):
+    """Parse the flags, check them all, pick the device, lock and prepare the output folder;
+    return the Run.
 
+    check(config, images): the model's check_settings (raises models.settings.SettingsError);
+    memory(config): the model's memory_estimate in bytes. Every refusal happens before anything
+    is written, as an ExperimentError with exit code 2 (1 when another process holds --out).
     With --resume it loads <out>/checkpoint.npz, checks it is a `model` checkpoint and continues
     with the settings saved in it: only --epochs, --device (and `resumable_flags`) may change.
     Without --resume an existing run in --out is an error unless --overwrite is given.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     config = p.parse_args(argv)
-    _check_flags(config)
+    _check_flags(p, config)
+    _check_out(config)
     checkpoint = None
     path = os.path.join(config.out, CHECKPOINT)
     if config.resume:
         if not os.path.exists(path):
             raise CheckpointError(f"--resume: there is no checkpoint at {path}; give the --out of the "
                                   "run to continue, or start without --resume")
+        lock_folder(config.out)          # before reading: the holder may be about to save
         checkpoint = load_checkpoint(path, model)
         config = _merge_resumed(config, checkpoint, _explicit_flags(p, argv),
                                 set(ALWAYS_RESUMABLE) | set(resumable_flags), path)
+        _check_flags(p, config)
     elif os.path.exists(path) and not config.overwrite:
         raise ExperimentError(f"{config.out} already holds a run ({path}); continue it with --resume, "
                               "choose another --out, or pass --overwrite to start afresh")
+    images = _count_images(config)
+    try:
+        if check is not None:
+            check(config, images)
+        if images is not None and config.batch_size > images:
+            raise settings.SettingsError("batch_size", config.batch_size, f"the data holds "
+                                         f"{images} images; use at most that many")
+    except settings.SettingsError as error:
+        raise ExperimentError(_with_default(p, error), code=2) from None
     device = choose_device(config.device)
+    if memory is not None and not config.skip_memory_check:
+        check_memory(config, model, memory, device, images)
+    lock_folder(config.out)
     run = Run(config, model, device, checkpoint)
     signal.signal(signal.SIGINT, run._on_sigint)   # Ctrl-C: finish the step, save, stop
     return run
+
+
+def _with_default(p, error):
+    """The SettingsError's line, with the flag's default when it has one."""
+    default = p.get_default(error.name)
+    return f"{error}; the default is {default}" if default is not None else str(error)
+
+
+def _check_out(config):
+    """--out must be a folder this run may write: not a file, not inside the data folder, not a
+    folder of other files (a run folder, an empty one, or a new one inside a writable folder)."""
+    out = config.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ExperimentError(f"--out {out} is a file; give a folder for the run's outputs", code=2)
+    if config.data and os.path.isdir(config.data):
+        data_root, out_real = os.path.realpath(config.data), os.path.realpath(out)
+        if os.path.commonpath([data_root, out_real]) == data_root:
+            raise ExperimentError(f"--out {out} is inside the data folder {config.data}; nothing is "
+                                  "ever written there, choose a folder outside it", code=2)
+    if os.path.isdir(out):
+        visible = [name for name in os.listdir(out) if not name.startswith(".")]
+        if visible and not any(name in visible for name in RUN_FILES):
+            raise ExperimentError(f"--out {out} holds other files ({', '.join(sorted(visible)[:3])}"
+                                  f"{', ...' if len(visible) > 3 else ''}) and no run; choose a new "
+                                  "or empty folder", code=2)
+    existing = out
+    while not os.path.exists(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ExperimentError(f"--out {out}: cannot write in {existing}; choose a folder you can "
+                              "write to", code=2)
+
+
+def _count_images(config):
+    """How many images the data request selects (files listed, nothing decoded); a request the
+    data layer refuses (no such folder, an unknown split, a class filter without ADNI) is a flag
+    error."""
+    try:
+        return data.count_images(config.data, config.split, config.classes)
+    except data.DataError as error:
+        typed = [f"--data {config.data}" if config.data else "", f"--split {config.split}",
+                 f"--subset {config.classes}" if config.classes else ""]
+        raise ExperimentError(f"{' '.join(t for t in typed if t)}: {error}", code=2) from None
 
 
 def _explicit_flags(p, argv):
@@ -85,12 +177,15 @@ def _explicit_flags(p, argv):
     return {action.dest for action in p._actions if typed & set(action.option_strings)}
 
 
-def _check_flags(config):
-    for name in ("epochs", "batch_size", "image_size"):
-        if getattr(config, name, 1) < 1:
-            raise ExperimentError(f"--{name.replace('_', '-')} must be at least 1", code=2)
-    if getattr(config, "steps_per_epoch", 0) < 0 or getattr(config, "seed", 0) < 0:
-        raise ExperimentError("--steps-per-epoch and --seed must not be negative", code=2)
+def _check_flags(p, config):
+    """The shared flags' values (SHARED_SETTINGS), and --resume against --overwrite."""
+    try:
+        settings.check(config, SHARED_SETTINGS)
+    except settings.SettingsError as error:
+        raise ExperimentError(_with_default(p, error), code=2) from None
+    if getattr(config, "resume", False) and getattr(config, "overwrite", False):
+        raise ExperimentError("--resume continues the run in --out and --overwrite starts it "
+                              "afresh; give one of them", code=2)
 
 
 def _merge_resumed(config, checkpoint, explicit, resumable, path):
@@ -106,6 +201,4 @@ def _merge_resumed(config, checkpoint, explicit, resumable, path):
     for key in resumable:
         if key in explicit or key not in saved:
             saved[key] = getattr(config, key)
-    merged = argparse.Namespace(**{**vars(config), **saved})
-    _check_flags(merged)
-    return merged
+    return argparse.Namespace(**{**vars(config), **saved})

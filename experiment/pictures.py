@@ -6,7 +6,8 @@ with captions (PNG, matplotlib).
     pictures.plot_losses(history, path, title="")                   # {"step": [...], name: [...]}
     pictures.image_rows(path, [{"images": originals, "label": "originals"}, {"images": copies}])
 
-Inputs may be NumPy or CuPy arrays (or nn.Tensors); nothing here needs a display.
+Inputs may be NumPy or CuPy arrays (or nn.Tensors); nothing here needs a display. Every file is
+written atomically (files.atomic_write): a run killed while drawing leaves the previous picture.
 """
 import os
 
@@ -15,6 +16,22 @@ from PIL import Image
 
 import data
 import nn
+
+from .files import atomic_write
+
+
+def save_png(pixels, path):
+    """Write a uint8 array (H, W) as a greyscale PNG, atomically."""
+    with atomic_write(path) as f:
+        Image.fromarray(pixels).save(f, format="PNG")
+    return path
+
+
+def save_figure(figure, path):
+    """Write a matplotlib Figure as a PNG, atomically."""
+    with atomic_write(path) as f:
+        figure.savefig(f, format="png")
+    return path
 
 
 def _as_uint8_stack(batch, value_range):
@@ -48,9 +65,7 @@ def grid(batch, value_range=(-1, 1), nrow=None, padding=2, background=0):
 
 def save_grid(batch, path, value_range=(-1, 1), nrow=None, padding=2):
     """Write the grid of `batch` as a greyscale PNG at `path`."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(grid(batch, value_range, nrow, padding)).save(path)
-    return path
+    return save_png(grid(batch, value_range, nrow, padding), path)
 
 
 def save_images(batch, folder, prefix="img_", value_range=(-1, 1)):
@@ -60,8 +75,7 @@ def save_images(batch, folder, prefix="img_", value_range=(-1, 1)):
     digits = max(4, len(str(len(pictures) - 1)))
     paths = []
     for i, picture in enumerate(pictures):
-        paths.append(os.path.join(folder, f"{prefix}{i:0{digits}d}.png"))
-        Image.fromarray(picture).save(paths[-1])
+        paths.append(save_png(picture, os.path.join(folder, f"{prefix}{i:0{digits}d}.png")))
     return paths
 
 
@@ -108,9 +122,7 @@ def plot_losses(history, path, title=""):
     if names:
         axes.legend(loc="upper right")
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path)
-    return path
+    return save_figure(figure, path)
 
 
 def image_rows(path, rows, n=8):
@@ -138,6 +150,4 @@ def image_rows(path, rows, n=8):
         if "label" in row:
             axes[r, 0].set_title(row["label"], fontsize=8, loc="left")
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path)
-    return path
+    return save_figure(figure, path)

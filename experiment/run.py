@@ -26,6 +26,7 @@ import nn
 
 from .checkpoints import CHECKPOINT, FORMAT, load_state, save_checkpoint, state_of
 from .errors import ExperimentError, Interrupted, NonFiniteLoss
+from .files import atomic_write, remove_temporaries
 from .pictures import plot_losses
 from .progress import Progress, clock
 
@@ -46,22 +47,24 @@ class Run:
         self._epoch_values, self._epoch_start = {}, None
         self._clock, self._steps_timed = time.perf_counter(), 0
         self.elapsed = 0.0                 # seconds of training, summed over resumed sessions
+        self.log_lines = 0                 # lines in metrics.jsonl (a checkpoint stores it)
         self.progress = Progress()
         os.makedirs(self.out, exist_ok=True)
+        remove_temporaries(self.out)       # left by a writer that was killed (see files.py)
         if checkpoint is not None:
             self.history = {k: [float(v) for v in np.asarray(values).ravel()]
                             for k, values in checkpoint.get("history", {}).items()}
             self.history.setdefault("step", [])
             self.saved_step, self.epochs_done = checkpoint["step"], checkpoint["epoch"]
             self.elapsed = float(checkpoint.get("elapsed", 0.0))
-            self._truncate_log(checkpoint["step"])
+            self._truncate_log(checkpoint)
             self.log("resume", step=checkpoint["step"], epoch=checkpoint["epoch"])
         else:
             for name in (METRICS, CHECKPOINT, "losses.png"):
                 if os.path.exists(self.path(name)):
                     os.remove(self.path(name))
             self.log("start", model=model, device=device, config=vars(config))
-        with open(self.path("config.json"), "w") as f:
+        with atomic_write(self.path("config.json"), "w") as f:
             json.dump(vars(config), f, indent=2)
 
     def path(self, *names):
@@ -75,16 +78,30 @@ class Run:
         record = {"event": event, "time": round(time.time(), 3), **fields}
         with open(self.path(METRICS), "a") as f:
             f.write(json.dumps(record, default=_jsonable) + "\n")
+        self.log_lines += 1
 
-    def _truncate_log(self, step):
-        """On resume, forget log lines from after the checkpoint (they will be written again)."""
+    def _truncate_log(self, checkpoint):
+        """On resume, forget what was logged after the checkpoint was saved (it will be logged
+        again): the checkpoint stores how many lines the log had. Older checkpoints keep the
+        lines up to their step. A last line that a killed run left half-written goes too. The
+        log is replaced atomically."""
         if not os.path.exists(self.path(METRICS)):
             return
+        keep = []
         with open(self.path(METRICS)) as f:
-            lines = [line for line in f if line.strip()]
-        keep = [line for line in lines if json.loads(line).get("step", 0) <= step]
-        with open(self.path(METRICS), "w") as f:
-            f.writelines(keep)
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:         # half a line: the run was killed while writing it
+                    continue
+                keep.append((record, line.rstrip("\n") + "\n"))
+        if "log_lines" in checkpoint:
+            keep = keep[:int(checkpoint["log_lines"])]
+        else:
+            keep = [(r, line) for r, line in keep if r.get("step", 0) <= checkpoint["step"]]
+        with atomic_write(self.path(METRICS), "w") as f:
+            f.writelines(line for _, line in keep)
+        self.log_lines = len(keep)
 
     # -- per step / per epoch --
     def record(self, step, **values):
@@ -150,12 +167,21 @@ class Run:
         elapsed = self.elapsed + (time.perf_counter() - self._clock if self._steps_timed else 0.0)
         own = {"format": FORMAT, "model": self.model, "config": vars(self.config),
                "step": int(step), "epoch": int(self.epochs_done), "elapsed": float(elapsed),
+               "log_lines": self.log_lines,
                "history": {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()}}
         clash = (set(state) | set(extra)) & set(own)
         if clash:
             raise ValueError(f"checkpoint entries may not be named {sorted(clash)}: the run's own")
         entries = {name: state_of(thing) for name, thing in state.items()}
-        save_checkpoint(self.checkpoint_path, {**own, **entries, **extra})
+        try:
+            save_checkpoint(self.checkpoint_path, {**own, **entries, **extra})
+        except OSError as error:           # a full disk, a permission taken away
+            kept = (f"the previous checkpoint (step {self.saved_step}) is kept"
+                    if self.saved_step is not None else "no checkpoint was written yet")
+            raise ExperimentError(f"cannot write a checkpoint in {self.out}: "
+                                  f"{error.strerror or error}; training stopped at step {step} "
+                                  f"and {kept}. Free some space (or fix the folder's permissions) "
+                                  f"and continue with --out {self.out} --resume") from None
         self.saved_step = int(step)
 
     def restore(self, state):
@@ -196,9 +222,11 @@ class Run:
 
 
 def load_images(config):
-    """The training images of this run (uint8 ImageSet); decoded-image cache under <out>/cache."""
+    """The training images of this run (uint8 ImageSet); decoded-image cache under <out>/cache.
+    With --strict an unreadable image is an error instead of a warning."""
     return data.load_images(config.data, image_size=config.image_size, split=config.split,
-                            classes=config.classes, cache_dir=os.path.join(config.out, "cache"))
+                            classes=config.classes, strict=getattr(config, "strict", False),
+                            cache_dir=os.path.join(config.out, "cache"))
 
 
 def stream(loader, start, stop):

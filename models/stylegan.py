@@ -30,10 +30,80 @@ import nn
 import nn.functional as F
 from nn.ops import broadcast_to
 
+from . import settings
 from .stylegan_layers import (EqualConv2d, EqualLinear, NoiseInjection, StyleModulation, blur,
                               lrelu)
 
 START_RESOLUTION = 8
+REPORT_RESOLUTION = 16   # the final report's SSIM needs images of at least 11x11
+
+# ---- the settings StyleGAN accepts (train_stylegan.py checks them before it writes anything) -----
+
+SETTINGS = {
+    "image_size": settings.power_of_two(REPORT_RESOLUTION),
+    "z_dim": settings.at_least(1),
+    "w_dim": settings.at_least(1),
+    "mapping_layers": settings.at_least(1),
+    "fmap_base": settings.at_least(1),
+    "fmap_max": settings.at_least(1),
+    "fade_images": settings.at_least(0),
+    "gamma": settings.number_at_least(0),
+    "gp_weight": settings.number_at_least(0),
+    "drift": settings.number_at_least(0),
+    "reg_every": settings.at_least(1),
+    "lr": settings.above(0),
+    "style_mixing": settings.between(0, 1),
+    "ema_half_life": settings.above(0),
+    "samples": settings.at_least(2),            # pairwise SSIM needs two samples
+    "metrics_real": settings.at_least(1),
+    "compare_with": settings.optional(settings.existing_file("give the checkpoint.npz of "
+                                                            "another StyleGAN run")),
+}
+MBSTD_GROUP = 4          # D's minibatch standard deviation works on groups of 4 images
+GRAPH_FACTOR = 16        # see memory_estimate; benchmarks/bench_memory.py
+
+
+def phase_images(config):
+    """--phase-images as one image count per resolution before the final one (one number is used
+    for all). Raises settings.SettingsError when the list is malformed or has the wrong length."""
+    c = config if isinstance(config, dict) else vars(config)
+    resolutions = resolutions_up_to(c["image_size"], START_RESOLUTION)[:-1]
+    counts = settings.whole_numbers(c["phase_images"], minimum=1)
+    if counts is None:
+        raise settings.SettingsError("phase_images", c["phase_images"], "use whole numbers of "
+                                     "images (at least 1) separated by commas, e.g. 16000,16000,12000")
+    if len(counts) == 1:
+        counts = counts * len(resolutions)
+    if len(counts) < len(resolutions):
+        raise settings.SettingsError("phase_images", c["phase_images"], f"--image-size "
+                                     f"{c['image_size']} needs {len(resolutions)} values "
+                                     f"(resolutions {resolutions}) or one for all")
+    return counts
+
+
+def check_settings(config, images=None):
+    """Raise settings.SettingsError for the first setting StyleGAN cannot work with: SETTINGS, the
+    batch size (a multiple of the minibatch-stddev group), the phase list, and, when the steps
+    per epoch are known (given, or from the number of `images`), a run that would end below
+    16x16, where the final report cannot measure SSIM."""
+    settings.check(config, SETTINGS)
+    c = config if isinstance(config, dict) else vars(config)
+    if c["batch_size"] % MBSTD_GROUP:
+        raise settings.SettingsError("batch_size", c["batch_size"], f"use a multiple of "
+                                     f"{MBSTD_GROUP} (minibatch standard deviation groups)")
+    counts = phase_images(c)
+    steps_per_epoch = c["steps_per_epoch"] or (images // c["batch_size"] if images else 0)
+    if steps_per_epoch:
+        schedule = Schedule(c["image_size"], counts, c["fade_images"], c["batch_size"])
+        total = c["epochs"] * steps_per_epoch
+        reached, _ = schedule.at(total - 1)
+        if reached < REPORT_RESOLUTION:
+            needed = -(-(schedule.starts[1] + 1) // steps_per_epoch)
+            raise settings.SettingsError("epochs", c["epochs"], f"training would end at step "
+                                         f"{total}, still at {reached}x{reached}; the final "
+                                         f"report needs "
+                                         f"{REPORT_RESOLUTION}x{REPORT_RESOLUTION}: use at least "
+                                         f"{needed}, or a shorter first --phase-images")
 
 
 def log2_int(n):
@@ -399,7 +469,44 @@ def with_current_names(state):
     return renamed
 
 
-# ---- building from flags, and sampling from a checkpoint (generate.py calls `sample`) -------------
+# ---- memory, building from flags, and sampling from a checkpoint (generate.py calls `sample`) ------
+
+def memory_estimate(config):
+    """Bytes a training step at the final resolution S needs (settings.step_bytes), with the
+    feature maps of one image: G's two style layers per resolution r (2 w_r r^2) and the
+    upsampled input (w_{r/2} r^2), D's convolutions (2 w_r + w_{r/2}) r^2. D runs on real and
+    fake images, twice more for the R1 penalty's double backward, and in G's step."""
+    c = config if isinstance(config, dict) else vars(config)
+    widths = channel_widths(c["image_size"], c["fmap_base"], c["fmap_max"])
+    maps = 0
+    for r, width in widths.items():
+        previous = widths[max(4, r // 2)]
+        maps += (2 * width + 1) * r * r + (previous * r * r if r > 4 else 0)       # G
+        maps += (2 * width + previous) * r * r if r >= START_RESOLUTION else 0    # D
+    return settings.step_bytes(c["batch_size"], maps, parameter_count(c), GRAPH_FACTOR)
+
+
+def parameter_count(config):
+    """Weights and biases of G and D (tested against the models)."""
+    c = config if isinstance(config, dict) else vars(config)
+    z, w, widths = c["z_dim"], c["w_dim"], channel_widths(c["image_size"], c["fmap_base"],
+                                                          c["fmap_max"])
+    mapping = z * w + w + (c["mapping_layers"] - 1) * (w * w + w)
+
+    def style(out):                                        # noise weights, the affine map A
+        return out + 2 * out * (w + 1)
+    synthesis = discriminator = 0
+    for r, out in widths.items():
+        previous = widths[max(4, r // 2)]
+        first = 16 * out if r == 4 else 9 * previous * out + out     # the constant, or a conv
+        synthesis += first + style(out) + 9 * out * out + out + style(out) + out + 1
+        if r >= START_RESOLUTION:
+            discriminator += 2 * out + 9 * out * out + out + 9 * out * previous + previous
+    f = widths[4]
+    discriminator += 9 * (f + 1) * f + f + 16 * f * f + f + f + 1
+    return mapping + synthesis + discriminator
+
+
 
 def build(config, seed=0):
     """Generator and Discriminator from a run's settings (a dict or argparse.Namespace)."""

@@ -19,7 +19,51 @@ import numpy as np
 import nn
 import nn.functional as F
 
+from . import settings
 from .pixelcnn import GatedPixelCNN
+
+# ---- the settings a VQ-VAE and its prior accept (train_vqvae.py checks them before it writes) ----
+
+SETTINGS = {
+    "image_size": settings.at_least(16),        # SSIM's 11x11 window; see check_settings too
+    "channels": settings.at_least(2),           # the inner stride-2 layers use channels / 2
+    "res_channels": settings.at_least(1),
+    "res_blocks": settings.at_least(0),
+    "downsamples": settings.at_least(1),
+    "codes": settings.at_least(2),
+    "code_dim": settings.at_least(1),
+    "beta": settings.number_at_least(0),
+    "lr": settings.above(0),
+    "prior_epochs": settings.at_least(1),
+    "prior_channels": settings.at_least(1),
+    "prior_layers": settings.at_least(1),
+    "prior_lr": settings.above(0),
+    "augment_copies": settings.at_least(0),
+    "samples": settings.at_least(2),            # pairwise SSIM needs two samples
+    "temperature": settings.above(0),
+}
+GRAPH_FACTOR, PRIOR_GRAPH_FACTOR = 3.5, 6   # see memory_estimate; benchmarks/bench_memory.py
+
+
+def check_settings(config, images=None):
+    """Raise settings.SettingsError for the first setting the VQ-VAE cannot work with: SETTINGS,
+    then the image size against --downsamples (each stride-2 layer halves it exactly, and the
+    code map must be at least 2x2), and, when the number of `images` is known, the batch size
+    against the training slices (every fifth is held out)."""
+    settings.check(config, SETTINGS)
+    c = config if isinstance(config, dict) else vars(config)
+    size, downsamples = c["image_size"], c["downsamples"]
+    if size % 2 ** downsamples:
+        raise settings.SettingsError("image_size", size, f"with --downsamples {downsamples} use a "
+                                     f"multiple of {2 ** downsamples} (e.g. 64)")
+    if size // 2 ** downsamples < 2:
+        most = int(np.log2(size // 2))
+        raise settings.SettingsError("downsamples", downsamples, f"{size}x{size} images allow at "
+                                     f"most {most} (code maps of at least 2x2)")
+    if images is not None and c["batch_size"] > images - (images + 1) // 5:
+        raise settings.SettingsError("batch_size", c["batch_size"], f"the VQ-VAE trains on "
+                                     f"{images - (images + 1) // 5} of the {images} images (every "
+                                     "fifth is held out); use at most that many")
 
 
 # ---- encoder and decoder ------------------------------------------------------------------------
@@ -262,6 +306,44 @@ def code_side(config):
     """Side of the code map: image_size / 2^downsamples (64 with 2 downsamples: 16)."""
     c = config if isinstance(config, dict) else vars(config)
     return c["image_size"] // 2 ** c["downsamples"]
+
+
+def memory_estimate(config):
+    """Bytes the larger of the two training steps needs (settings.step_bytes), with the feature
+    maps of one image: stage 1, the encoder's and decoder's layer outputs plus K values per code
+    position (distances to every code, one-hot rows); stage 2, the prior's (11 prior_channels per
+    gated layer, the head, K logits per position). The parameters of both models count in both."""
+    c = config if isinstance(config, dict) else vars(config)
+    size, d, width, inner = c["image_size"], c["downsamples"], c["channels"], c["res_channels"]
+    side, codes, p = code_side(c), c["codes"], c["prior_channels"]
+    strided = sum((width if i == d else width // 2) * (size // 2 ** i) ** 2 for i in range(1, d + 1))
+    middle = (2 * width + c["res_blocks"] * (width + inner) + c["code_dim"]) * side ** 2
+    vqvae_maps = 2 * (strided + middle) + 3 * codes * side ** 2
+    prior_maps = (11 * p * c["prior_layers"] + 2 * p + 3 * codes) * side ** 2
+    parameters = parameter_count(c)
+    return max(settings.step_bytes(c["batch_size"], vqvae_maps, parameters, GRAPH_FACTOR),
+               settings.step_bytes(c["batch_size"], prior_maps, parameters, PRIOR_GRAPH_FACTOR))
+
+
+def parameter_count(config):
+    """Weights, biases and codebook arrays of the VQ-VAE and its prior (tested against the models)."""
+    c = config if isinstance(config, dict) else vars(config)
+    width, inner, dim, k, p = c["channels"], c["res_channels"], c["code_dim"], c["codes"], \
+        c["prior_channels"]
+    chain = [1] + [width // 2] * (c["downsamples"] - 1) + [width]      # the stride-2 layers
+    down = sum(16 * a * b + b for a, b in zip(chain, chain[1:]))
+    up = sum(16 * a * b + b for a, b in zip(chain[::-1], chain[::-1][1:]))
+    residual = c["res_blocks"] * (9 * width * inner + inner + inner * width + width)
+    encoder = down + 9 * width * width + width + residual + width * dim + dim
+    decoder = 9 * dim * width + width + residual + up
+    quantizer = (k * dim + k) * (2 if c.get("ema", True) else 1)   # codebook, usage (EMA: x2)
+
+    def gated_layer(kernel, horizontal_width, e=8):  # e: position channels
+        return (2 * p * p * (kernel // 2 + 1) * kernel + 4 * p * p + 2 * p * p * horizontal_width
+                + p * p + 2 * 2 * p * e + 11 * p)
+    prior = (k * p + 8 * code_side(c) ** 2 + gated_layer(7, 3)
+             + (c["prior_layers"] - 1) * gated_layer(3, 2) + p * p + p + p * k + k)
+    return encoder + decoder + quantizer + prior
 
 
 def build(config):

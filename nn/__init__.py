@@ -8,6 +8,10 @@
 
 `nn.manual_seed(seed)` seeds weight initialisation and Dropout; `nn.get_rng_state()` and
 `nn.set_rng_state(state)` save and restore that random state (e.g. in a checkpoint).
+
+For reading and watching it run (docs/stepping-through.md): `with nn.plain.on():` runs the plain
+versions of the fast paths (nn/plain/), `with nn.profile() as prof:` times every op
+(profiler.py), and `nn.draw_graph(loss, "graph.png")` draws the graph behind a tensor (graph.py).
 """
 from . import backend
 from .backend import DeviceError, gpu_available
@@ -21,4 +25,7 @@ from .modules import (AdaIN, BatchNorm2d, ConvTranspose2d, Conv2d, Dropout, Flat
                       ModuleDict, ModuleList, Parameter, ReLU, Sequential, Sigmoid, StateDictError,
                       Tanh)
 from . import optim
+from . import plain
+from .profiler import Profile, profile, profile_steps
+from .graph import draw_graph, to_dot
 from .serialization import CheckpointError, load, save

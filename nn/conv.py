@@ -59,6 +59,7 @@ two channel axes swapped, padded by k-1-p, and takes the fast routes above.
 """
 import numpy as np
 
+from . import plain
 from .backend import get_array_module
 from .tensor import Function
 from .arguments import int_pair
@@ -362,6 +363,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         y[n, o, i, j] = b[o] + sum_{c, ky, kx} W[o, c, ky, kx] * xp[n, c, i*s + ky, j*s + kx]
         H_out = (H + 2*padding - kh) // stride + 1
     stride and padding are ints or (h, w) pairs.
+    Plain version (a sum over kernel offsets, NCHW): nn/plain/conv.py conv2d.
     """
     _check_inputs("conv2d", x, weight, bias, channel_axis=1)
     stride, padding = int_pair(stride, "stride", 1), int_pair(padding, "padding", 0)
@@ -372,6 +374,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
             f"conv2d: output size would be {out[0]}x{out[1]} for input {x.shape[2]}x{x.shape[3]}, "
             f"kernel {kernel[0]}x{kernel[1]}, stride {stride}, padding {padding}; the padded "
             f"input must be at least as large as the kernel")
+    if plain.enabled:                                  # with nn.plain.on()
+        return plain.conv2d(x, weight, bias, stride, padding)
     return _add_bias(Conv2d(stride, padding)(x, weight), bias)
 
 
@@ -383,6 +387,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         H_out = (H - 1)*stride - 2*padding + kh + output_padding
     It is the gradient of conv2d with respect to its input. output_padding (< stride) adds rows
     and columns at the bottom/right, to pick among the input sizes a stride-s conv2d maps to H.
+    Plain version (a sum over kernel offsets, NCHW): nn/plain/conv.py conv_transpose2d.
     """
     _check_inputs("conv_transpose2d", x, weight, bias, channel_axis=0)
     stride, padding = int_pair(stride, "stride", 1), int_pair(padding, "padding", 0)
@@ -397,5 +402,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
             f"conv_transpose2d: output size would be {out[0]}x{out[1]} for input "
             f"{x.shape[2]}x{x.shape[3]}, kernel {kernel[0]}x{kernel[1]}, stride {stride}, "
             f"padding {padding}, output_padding {output_padding}; reduce the padding")
+    if plain.enabled:                                  # with nn.plain.on()
+        return plain.conv_transpose2d(x, weight, bias, stride, padding, output_padding)
     y = ConvTranspose2d(stride, padding, output_padding)(x, weight)
     return _add_bias(y, bias)

@@ -10,7 +10,7 @@ joining and padding, losses, then the StyleGAN helpers (pixel norm, minibatch st
 """
 import numpy as np
 
-from . import ops
+from . import ops, plain
 from .arguments import int_pair
 from .backend import device_of, get_array_module
 from .conv import conv2d, conv_transpose2d  # noqa: F401  (re-exported: F.conv2d, F.conv_transpose2d)
@@ -289,9 +289,12 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     running = (1 - momentum) * running + momentum * batch statistic, using the UNBIASED
     variance for running_var (as PyTorch does).
     training=False: the running statistics normalise x.
+    Plain version (mean, variance and division as primitive ops): nn/plain/norms.py batch_norm.
     """
     if x.ndim not in (2, 4):
         raise ValueError(f"batch_norm expects (N, C) or (N, C, H, W) input, got shape {x.shape}")
+    if plain.enabled:                                  # with nn.plain.on()
+        return plain.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
     axes = (0,) if x.ndim == 2 else (0, 2, 3)
     if training and weight is not None and bias is not None:   # the usual case: one Function
         _per_channel(weight, x, "batch_norm weight")                  # shape checks
@@ -343,11 +346,14 @@ def instance_norm(x, weight=None, bias=None, eps=1e-5):
         y = weight * (x - mean_hw) / sqrt(var_hw + eps) + bias
 
     with the mean and biased variance over H and W; weight and bias (C,) are optional.
+    Plain version (primitive ops): nn/plain/norms.py instance_norm.
     """
     if x.ndim != 4:
         raise ValueError(f"instance_norm expects (N, C, H, W) input, got shape {x.shape}")
     if x.shape[2] * x.shape[3] < 2:
         raise ValueError(f"instance_norm needs more than 1 pixel per channel, got {x.shape}")
+    if plain.enabled:                                  # with nn.plain.on()
+        return plain.instance_norm(x, weight, bias, eps)
     y = _Standardize((2, 3), eps)(x)
     if weight is not None:
         y = y * _per_channel(weight, x, "instance_norm weight")

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from . import plain
 from .backend import device_of, get_array_module, to_device, to_numpy
 
 
@@ -182,6 +183,7 @@ class Adam(Optimizer):
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
     m and v start at zero; t counts the steps this parameter has actually taken.
+    Plain version (the update in four lines): nn/plain/optim.py adam_update.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -192,6 +194,8 @@ class Adam(Optimizer):
                                       weight_decay=weight_decay))
 
     def _update(self, param, grad, state, group):
+        if plain.enabled:                              # with nn.plain.on()
+            return plain.adam_update(param, grad, state, group)
         xp = get_array_module(param)
         beta1, beta2 = group["betas"]
         if not state:

@@ -13,6 +13,9 @@ how gradient penalties (WGAN-GP, R1) get second derivatives.
 
 `nn.grad(outputs, inputs)` walks the same loop, but only along paths from `inputs` to `outputs`
 (see `depends_on`): R1's d D(x)/dx never computes D's weight gradients.
+
+`with nn.profile():` (profiler.py) times every call through two hooks, one in Function.__call__
+and one in the backward loop; otherwise each costs one check of `_profiler` per call.
 """
 import contextlib
 import weakref
@@ -23,6 +26,7 @@ from .backend import device_of, get_array_module, to_device, to_numpy
 
 _grad_enabled = True
 _only_paths_from = None   # while nn.grad runs: ids of the tensors that depend on its inputs
+_profiler = None          # while `with nn.profile()` runs: the Profile timing calls (profiler.py)
 
 
 def is_grad_enabled():
@@ -193,6 +197,8 @@ class Function:
     """
 
     def __call__(self, *inputs):
+        if _profiler is not None and not _profiler.busy:   # nn.profile(): time this call (it
+            return _profiler.time(self, "forward", inputs)  # comes back here, marked busy)
         inputs = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
         self._check_one_device(inputs)
         outputs = self.forward(*[x.data for x in inputs])
@@ -277,7 +283,10 @@ def _backpropagate(outputs, grad_outputs, create_graph):
                 continue
             gys = [g if g is not None else _zeros_like_output(function, i)
                    for i, g in enumerate(gys)]
-            gxs = function.backward(*gys)
+            if _profiler is None:
+                gxs = function.backward(*gys)
+            else:                                           # nn.profile(): time this call
+                gxs = _profiler.time(function, "backward", gys)
             gxs = gxs if isinstance(gxs, (tuple, list)) else (gxs,)
             for x, gx, need in zip(function.inputs, gxs, needed):
                 if need and gx is not None:

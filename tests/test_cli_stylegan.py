@@ -106,7 +106,7 @@ def test_bad_schedule_flags_give_a_clear_error(tmp_path):
     result = train(tmp_path / "bad", "--image-size", "32", "--phase-images", "24,24,24,24",
                    "--batch-size", "6", check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "--batch-size must be a multiple of 4" in result.stderr
+    assert "--batch-size 6: use a multiple of 4" in result.stderr
     result = train(tmp_path / "bad2", "--image-size", "64", "--phase-images", "24,24",
                    check=False)
-    assert result.returncode == 2 and "--phase-images needs 3 values" in result.stderr
+    assert result.returncode == 2 and "--image-size 64 needs 3 values" in result.stderr

@@ -122,7 +122,8 @@ def test_main_prints_one_line_and_exits_with_the_code(capsys):
 
 
 def test_bad_flag_values_are_refused(tmp_path):
-    with pytest.raises(experiment.ExperimentError, match="--batch-size must be at least 1"):
+    with pytest.raises(experiment.ExperimentError, match="--batch-size 0: use a whole number, at "
+                       "least 1; the default is 32"):
         experiment.start(make_parser(), "dcgan", ["--out", str(tmp_path), "--batch-size", "0"])
 
 
