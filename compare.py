@@ -33,7 +33,6 @@ VQ-VAE whose prior is untrained), runs trained on different data (give --data) o
 sizes (give --image-size to resize every sample and the real images), --n below 6, an --out inside
 a run or data folder.  Runs and data folders are only ever read.
 """
-import argparse
 import os
 import sys
 import time
@@ -53,8 +52,7 @@ SSIM_MIN_SIZE = ssim.WIN                # the SSIM window: 11 pixels
 
 
 def flags():
-    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = experiment.Parser(__doc__)
     p.add_argument("runs", nargs="*", metavar="RUN_OR_CHECKPOINT",
                    help="run folders (holding checkpoint.npz) or checkpoint files, any model")
     p.add_argument("--n", type=int, default=64, help="samples per model (default: %(default)s)")
@@ -72,6 +70,8 @@ def flags():
                         "(default: the runs' size, which must then be the same for all)")
     p.add_argument("--max-train", type=int, default=comparison.MAX_TRAIN,
                    help="at most this many training images (default: %(default)s)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable real "
+                   "image instead of skipping it with a warning")
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
     p.add_argument("--report", action="store_true",
                    help="rebuild report.html of each run folder from its files instead")
@@ -265,7 +265,7 @@ def compare(args):
 
     try:
         real = data.load_images(real_key[0], image_size=size, split=real_key[1],
-                                classes=real_key[2])
+                                classes=real_key[2], strict=args.strict)
         train, heldout = comparison.real_sets(real.images, args.n, args.max_train, args.seed)
     except (data.DataError, ValueError) as error:
         fix = "check --data and --split" if args.data else "give --data PATH (and --split)"

@@ -35,6 +35,7 @@ from evaluation.comparison import (COLUMNS, SAW_HELDOUT_NOTE, Judge, minimum_ima
                                    saw_heldout)
 from evaluation.memorisation import plot_memorisation
 from evaluation.ssim import WIN as SSIM_WINDOW
+from experiment.files import atomic_write
 
 REPORT, METRICS, CONFIG = "report.html", "metrics.jsonl", "config.json"
 MEMORISATION = "memorisation.png"
@@ -97,7 +98,7 @@ def score_run(settings, model, samples, seed=0, cache_dir=None):
         return record, None
     real = data.load_images(settings.get("data"), image_size=size,
                             split=settings.get("split", "all"), classes=settings.get("classes"),
-                            cache_dir=cache_dir)
+                            strict=settings.get("strict", False), cache_dir=cache_dir)
     try:
         train, heldout = real_sets(real.images, len(samples), seed=seed)
     except ValueError as error:
@@ -408,9 +409,10 @@ def page(folder):
 
 
 def build_report(folder):
-    """Write <folder>/report.html from the run's files (only that file is written)."""
+    """Write <folder>/report.html from the run's files (only that file is written, atomically:
+    a reader sees the old page or the new one)."""
     text = page(folder)
     path = os.path.join(folder, REPORT)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    with atomic_write(path, "wb") as f:
+        f.write(text.encode("utf-8"))
     return path
