@@ -214,7 +214,7 @@ def train():
     timing = {r: np.asarray(v, np.float64) for r, v in saved.get("timing", {}).items()}
 
     # ---- the training loop ----------------------------------------------------------------------
-    last_penalty = 0.0
+    last_penalty = (run.history.get("penalty") or [0.0])[-1]      # the value logged last (resume)
     for epoch in range(step // steps_per_epoch, cfg.epochs):
         end = (epoch + 1) * steps_per_epoch
         run.begin_epoch(epoch, step, end, total_steps)

@@ -15,7 +15,7 @@ from models import settings
 
 from .checkpoints import CHECKPOINT, load_checkpoint
 from .errors import CheckpointError, ExperimentError
-from .lock import lock_folder
+from .lock import check_free, lock_folder
 from .memory import check_memory
 from .run import METRICS, Run
 
@@ -96,6 +96,7 @@ def start(p, model, argv=None, resumable_flags=(), check=None, memory=None):
     config = p.parse_args(argv)
     _check_flags(p, config)
     _check_out(config)
+    check_free(config.out)               # another run there: say so before anything else
     checkpoint = None
     path = os.path.join(config.out, CHECKPOINT)
     if config.resume:

@@ -40,16 +40,35 @@ def lock_folder(folder):
     try:
         fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:          # BlockingIOError: another process holds it
-        file.seek(0)
-        holder = file.read().strip() or "another process"
+        error = _in_use(folder, file)
         file.close()
-        raise ExperimentError(f"{folder} is in use by another run ({holder}); wait for it to "
-                              "finish or stop it, or choose another --out") from None
+        raise error from None
     file.seek(0)
     file.truncate()
     file.write(f"PID {os.getpid()}: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
     file.flush()
     _held[key] = file
+
+
+def check_free(folder):
+    """Raise ExperimentError if another process holds `folder`'s lock; take nothing and write
+    nothing (so a run can name the other one before refusing anything else)."""
+    path = os.path.join(folder, LOCK_FILE)
+    if fcntl is None or os.path.realpath(folder) in _held or not os.path.isfile(path):
+        return
+    with open(path) as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise _in_use(folder, file) from None
+
+
+def _in_use(folder, file):
+    """The error for a folder whose lock `file` another process holds, naming that process."""
+    file.seek(0)
+    holder = file.read().strip() or "another process"
+    return ExperimentError(f"{folder} is in use by another run ({holder}); wait for it to finish "
+                           "or stop it, or choose another --out")
 
 
 def release(folder):

@@ -48,6 +48,7 @@ class Run:
         self._clock, self._steps_timed = time.perf_counter(), 0
         self.elapsed = 0.0                 # seconds of training, summed over resumed sessions
         self.log_lines = 0                 # lines in metrics.jsonl (a checkpoint stores it)
+        self.epoch_end_step = 0            # the step at which the last finished epoch ended
         self.progress = Progress()
         os.makedirs(self.out, exist_ok=True)
         remove_temporaries(self.out)       # left by a writer that was killed (see files.py)
@@ -57,6 +58,7 @@ class Run:
             self.history.setdefault("step", [])
             self.saved_step, self.epochs_done = checkpoint["step"], checkpoint["epoch"]
             self.elapsed = float(checkpoint.get("elapsed", 0.0))
+            self.epoch_end_step = int(checkpoint.get("epoch_end_step", checkpoint["step"]))
             self._truncate_log(checkpoint)
             self.log("resume", step=checkpoint["step"], epoch=checkpoint["epoch"])
         else:
@@ -123,8 +125,13 @@ class Run:
     def begin_epoch(self, epoch, first_step, last_step, total_steps, epochs=None):
         """Call before an epoch's first step: epoch counts from 0, it runs steps first..last-1
         (a resumed epoch may start in the middle), and the run ends at total_steps. `epochs`:
-        how many epochs this stage has, when it is not --epochs (the VQ-VAE's prior)."""
-        self._epoch_values = {}
+        how many epochs this stage has, when it is not --epochs (the VQ-VAE's prior).
+        An epoch resumed in the middle starts with the values its first steps recorded before
+        the checkpoint, so its summary is the same as an uninterrupted run's."""
+        steps = self.history.get("step", [])
+        done = [i for i, step in enumerate(steps) if self.epoch_end_step < step <= first_step]
+        self._epoch_values = {name: [values[i] for i in done] for name, values in self.history.items()
+                              if name != "step" and len(values) == len(steps) and done}
         self._epoch, self._first, self._last, self._total = epoch, first_step, last_step, total_steps
         self._epochs = epochs or self.config.epochs
         self.epochs_done = epoch
@@ -157,6 +164,7 @@ class Run:
                     title=f"{self.model}: losses per step (line: moving average)")
         self._clock, self._steps_timed = time.perf_counter(), 0
         self.epochs_done = epoch + 1
+        self.epoch_end_step = step
         return means
 
     # -- checkpoints: one dict of stateful objects serves both --
@@ -167,7 +175,7 @@ class Run:
         elapsed = self.elapsed + (time.perf_counter() - self._clock if self._steps_timed else 0.0)
         own = {"format": FORMAT, "model": self.model, "config": vars(self.config),
                "step": int(step), "epoch": int(self.epochs_done), "elapsed": float(elapsed),
-               "log_lines": self.log_lines,
+               "log_lines": self.log_lines, "epoch_end_step": self.epoch_end_step,
                "history": {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()}}
         clash = (set(state) | set(extra)) & set(own)
         if clash:

@@ -7,4 +7,11 @@ that generate.py names in its SAMPLERS dict:
 
 where `checkpoint` is the dict returned by `experiment.load_checkpoint` (its "model" entry names the
 file, its "config" entry holds the flags the run was trained with).
+
+Each also states the settings it accepts in one place, which the training script checks before it
+writes anything (settings.py holds the rules):
+
+    SETTINGS = {"image_size": settings.power_of_two(16), ...}      # one row per flag
+    check_settings(config, images=None)    # raises settings.SettingsError naming flag and value
+    memory_estimate(config)                # bytes one training step needs (see settings.step_bytes)
 """

@@ -65,12 +65,13 @@ def memory_estimate(config):
 
 
 def parameter_count(config):
-    """Weights of G and D (4x4 kernels, no biases) and their batch norms' scales and shifts."""
+    """Weights of G and D (4x4 kernels, no biases) and their batch norms' scales, shifts and
+    running statistics: every array of their state dicts (tested against the models)."""
     c = config if isinstance(config, dict) else vars(config)
     g = [c["nz"]] + [width for _, width in widths(c["image_size"], c["ngf"])] + [1]
     d = [1] + [width for _, width in widths(c["image_size"], c["ndf"])][::-1] + [1]
     kernels = sum(16 * a * b for chain in (g, d) for a, b in zip(chain, chain[1:]))
-    norms = 2 * (sum(g[1:-1]) + sum(d[2:-1]))   # no batch norm on G's output or D's input
+    norms = 4 * (sum(g[1:-1]) + sum(d[2:-1]))   # no batch norm on G's output or D's input
     return kernels + norms
 
 

@@ -3,6 +3,9 @@
 `python -m pytest --device gpu` runs the device-aware tests on CuPy; without CuPy or a CUDA
 device those tests are skipped (not failed). The default is the CPU (NumPy).
 """
+import signal
+import sys
+
 import numpy as np
 import pytest
 
@@ -33,3 +36,24 @@ def rng():
 def tensor(array, device="cpu", requires_grad=False):
     """A float64 Tensor on `device` (for gradient checks)."""
     return nn.Tensor(np.asarray(array, dtype=np.float64), requires_grad=requires_grad).to(device)
+
+
+@pytest.fixture
+def run_main(monkeypatch, capsys):
+    """run_main(entry, argv) -> (exit code, stdout, stderr): a script's entry point (e.g.
+    train_dcgan.train) run as `python script.py argv` runs it, through experiment.main, but in
+    this process (milliseconds instead of a new interpreter)."""
+    import experiment
+
+    def run(entry, argv):
+        monkeypatch.setattr(sys, "argv", ["script.py", *map(str, argv)])
+        previous = signal.getsignal(signal.SIGINT)
+        try:
+            with pytest.raises(SystemExit) as caught:
+                experiment.main(entry)
+                sys.exit(0)
+        finally:
+            signal.signal(signal.SIGINT, previous)        # a run installs its Ctrl-C handler
+        captured = capsys.readouterr()
+        return caught.value.code, captured.out, captured.err
+    return run
