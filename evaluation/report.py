@@ -25,8 +25,6 @@ import html
 import json
 import os
 import re
-import shlex
-import sys
 
 from PIL import Image
 
@@ -75,8 +73,7 @@ def write_report(run, samples=None, seed=0):
         if figure is not None:
             plot_memorisation(*figure, os.path.join(run.out, MEMORISATION),
                               title=f"{run.model} samples")
-        command = "python " + shlex.join(sys.argv)
-        run.log("sample_quality", step=run.saved_step, command=command, **record)
+        run.log("sample_quality", step=run.saved_step, **record)
     path = build_report(run.out)
     print(f"report: {path}", flush=True)
     return path
@@ -313,13 +310,18 @@ def summary(folder, model, settings, records):
 
 
 def command_section(folder, settings, records):
-    """The command of the session that ended the run (if recorded) and every setting."""
-    commands = [r["command"] for _, r in events_of(records, "sample_quality") if r.get("command")]
+    """The commands that started and continued the run (as the start and resume records of
+    metrics.jsonl hold them) and every setting."""
+    sessions = [r for _, r in records if r.get("event") in ("start", "resume")]
+    commands = [r["command"] for r in sessions if r.get("command")]
     html_parts = ["<h2>Command and settings</h2>"]
     if commands:
-        html_parts.append(f"<pre>{esc(commands[-1])}</pre>")
+        text = "\n".join(commands)                # the first started it, the others resumed it
+        html_parts.append(f"<pre>{esc(text)}</pre>")
     else:
-        html_parts.append('<p class="note">The command line was not recorded.</p>')
+        html_parts.append('<p class="note">The command line was not recorded (a run from before '
+                          "metrics.jsonl held it); the settings below are the run's complete "
+                          "configuration.</p>")
     rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(json.dumps(v))}</td></tr>"
                    for k, v in settings.items())
     html_parts.append(f"<details><summary>all {len(settings)} settings (config.json)</summary>"

@@ -179,13 +179,13 @@ def test_report_of_a_hand_made_run_shows_every_picture_and_logged_number(tmp_pat
         os.makedirs(os.path.dirname(tmp_path / name) or tmp_path, exist_ok=True)
         Image.fromarray(grid).save(tmp_path / name)
     records = [
-        {"event": "start", "time": 1.7e9, "model": "dcgan", "device": "cpu", "config": {}},
+        {"event": "start", "time": 1.7e9, "model": "dcgan", "device": "cpu", "config": {},
+         "command": "python train_dcgan.py --epochs 2"},
         {"event": "epoch", "time": 1.7e9, "epoch": 1, "step": 3, "loss_d": 1.3862, "tiny": 2.5e-7},
         {"event": "epoch", "time": 1.7e9, "epoch": 2, "step": 6, "loss_d": 0.25},
         {"event": "report", "time": 1.7e9, "step": 6, "nn_ssim_mean": 0.63412,
          "seconds_per_image": {"8": 0.0045, "16": 0.009}, "label": "text"},
-        {"event": "sample_quality", "step": 6, "command": "python train_dcgan.py --epochs 2",
-         "n_samples": 64, "saw_heldout": True, "notes": ["a note"],
+        {"event": "sample_quality", "step": 6, "n_samples": 64, "saw_heldout": True, "notes": ["a note"],
          **{key: 0.5 + i / 100 for i, (key, _, _) in enumerate(comparison.COLUMNS)},
          **{"heldout_" + key: 0.9 - i / 100 for i, (key, _, _) in enumerate(comparison.COLUMNS)},
          "kid_std": 0.125, "heldout_kid_std": 0.0625},

@@ -3,6 +3,7 @@ steps each, made by the training scripts), compared end to end in a subprocess; 
 issue 16 refused with one line and exit code 2, writing nothing; the pages the runs wrote."""
 import csv
 import hashlib
+import html
 import json
 import os
 import subprocess
@@ -127,7 +128,9 @@ def test_each_run_wrote_a_report_whose_numbers_match_its_metrics_log(runs, model
     quality = records[-1]
     assert quality["event"] == "sample_quality" and quality["n_samples"] == 8
     assert quality["saw_heldout"] == (model != "vqvae")
-    assert quality["command"].startswith("python ") and f"train_{model}.py" in quality["command"]
+    command = records[0]["command"]                                 # the start record
+    assert command.startswith("python ") and f"train_{model}.py" in command
+    assert html.escape(command) in (folder / "report.html").read_text()
     line = len(records)
     shown = {(n, name) for n, name, _ in page.numbers if n == line}
     for key, _, _ in comparison.COLUMNS:                              # the run and the reference
