@@ -101,7 +101,7 @@ def train_step(G, D, opt_g, opt_d, real, z, real_label=1.0):
 
 def train():
     run = experiment.start(flags(), model="dcgan", check=dcgan.check_settings,
-                           memory=dcgan.memory_estimate)   # every flag checked before any writing
+                           memory=dcgan.memory_estimate)   # all flags checked before writing
     cfg, device = run.config, run.device
 
     # ---- data: uint8 slices in memory, float32 batches in [-1, 1], flipped and jittered ----------

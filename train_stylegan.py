@@ -173,7 +173,7 @@ def compare_groups(path, resolution, count, seed, device):
 
 def train():
     run = experiment.start(flags(), model="stylegan", check=stylegan.check_settings,
-                           memory=stylegan.memory_estimate)   # every flag checked before any writing
+                           memory=stylegan.memory_estimate)   # all flags checked before writing
     cfg, device = run.config, run.device
 
     # ---- data and the progressive schedule ----------------------------------------------------------

@@ -9,13 +9,13 @@ Everything a training script needs besides the model and the training step:
                     check=dcgan.check_settings, memory=dcgan.memory_estimate): parse, refuse every
                     bad setting before writing anything, pick the device, lock and prepare --out,
                     and on --resume load the checkpoint and its saved settings
-    lock.py         one run per output folder (fcntl.flock, released when the process dies)
-    memory.py       the model's memory estimate against the memory available
-    files.py        atomic writes (temporary file + rename) for pictures, logs and copies
     run.py          the Run: output folder, metrics log (metrics.jsonl), loss history, progress
                     line, epoch summaries, Ctrl-C, save and restore; experiment.load_images(config)
                     and experiment.stream(loader, start, stop) (exactly resumable batches)
     checkpoints.py  atomic checkpoint files, and one stateful object <-> what the file stores
+    files.py        atomic writes (temporary file + rename) for pictures, logs and copies
+    lock.py         one run per output folder (fcntl.flock, released when the process dies)
+    memory.py       the model's memory estimate against the memory available
     pictures.py     sample grids, single images, loss curves and other figures (PNG)
     progress.py     the one-line progress bar
     errors.py       ExperimentError(message, code), CheckpointError, NonFiniteLoss, Interrupted,

@@ -15,8 +15,8 @@ pictures and logs do not need that.
 """
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 
 TEMPORARY_SUFFIX = ".tmp"
 
@@ -26,8 +26,11 @@ def atomic_write(path, mode="wb"):
     """Open a temporary file beside `path` for writing; on success rename it to `path`."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                                         suffix=TEMPORARY_SUFFIX)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}"
+                                     f"{TEMPORARY_SUFFIX}")
+    # O_EXCL: a new file, never someone else's; mode 0o666 less the umask, like open() (tempfile's
+    # files are private, 0o600, which other users of a lab machine could not look at)
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, mode) as file:
             yield file

@@ -144,14 +144,14 @@ def _check_out(config):
     if config.data and os.path.isdir(config.data):
         data_root, out_real = os.path.realpath(config.data), os.path.realpath(out)
         if os.path.commonpath([data_root, out_real]) == data_root:
-            raise ExperimentError(f"--out {out} is inside the data folder {config.data}; nothing is "
-                                  "ever written there, choose a folder outside it", code=2)
+            raise ExperimentError(f"--out {out} is inside the data folder {config.data}; nothing "
+                                  "is ever written there, choose a folder outside it", code=2)
     if os.path.isdir(out):
         visible = [name for name in os.listdir(out) if not name.startswith(".")]
         if visible and not any(name in visible for name in RUN_FILES):
-            raise ExperimentError(f"--out {out} holds other files ({', '.join(sorted(visible)[:3])}"
-                                  f"{', ...' if len(visible) > 3 else ''}) and no run; choose a new "
-                                  "or empty folder", code=2)
+            shown = ", ".join(sorted(visible)[:3]) + (", ..." if len(visible) > 3 else "")
+            raise ExperimentError(f"--out {out} holds other files ({shown}) and no run; choose a "
+                                  "new or empty folder", code=2)
     existing = out
     while not os.path.exists(existing):
         existing = os.path.dirname(os.path.abspath(existing))

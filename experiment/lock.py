@@ -39,10 +39,13 @@ def lock_folder(folder):
     file = open(os.path.join(folder, LOCK_FILE), "a+")
     try:
         fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:          # BlockingIOError: another process holds it
+    except BlockingIOError:  # another process holds it
         error = _in_use(folder, file)
         file.close()
         raise error from None
+    except OSError:          # a file system without locks (some network ones): run unlocked
+        file.close()
+        return
     file.seek(0)
     file.truncate()
     file.write(f"PID {os.getpid()}: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
@@ -59,8 +62,10 @@ def check_free(folder):
     with open(path) as file:
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             raise _in_use(folder, file) from None
+        except OSError:      # a file system without locks: nothing to check
+            pass
 
 
 def _in_use(folder, file):

@@ -134,7 +134,8 @@ class Run:
         the checkpoint, so its summary is the same as an uninterrupted run's."""
         steps = self.history.get("step", [])
         done = [i for i, step in enumerate(steps) if self.epoch_end_step < step <= first_step]
-        self._epoch_values = {name: [values[i] for i in done] for name, values in self.history.items()
+        self._epoch_values = {name: [values[i] for i in done]
+                              for name, values in self.history.items()
                               if name != "step" and len(values) == len(steps) and done}
         self._epoch, self._first, self._last, self._total = epoch, first_step, last_step, total_steps
         self._epochs = epochs or self.config.epochs

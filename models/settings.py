@@ -123,7 +123,7 @@ def whole_numbers(text, minimum=1):
     return numbers if all(n >= minimum for n in numbers) else None
 
 
-# ---- memory ---------------------------------------------------------------------------------------
+# ---- memory -------------------------------------------------------------------------------------
 
 def step_bytes(batch, feature_maps, parameters, graph_factor, copies=5):
     """Estimated memory of one training step, in bytes:

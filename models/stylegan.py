@@ -71,7 +71,8 @@ def phase_images(config):
     counts = settings.whole_numbers(c["phase_images"], minimum=1)
     if counts is None:
         raise settings.SettingsError("phase_images", c["phase_images"], "use whole numbers of "
-                                     "images (at least 1) separated by commas, e.g. 16000,16000,12000")
+                                     "images (at least 1) separated by commas, e.g. "
+                                     "16000,16000,12000")
     if len(counts) == 1:
         counts = counts * len(resolutions)
     if len(counts) < len(resolutions):
@@ -469,7 +470,7 @@ def with_current_names(state):
     return renamed
 
 
-# ---- memory, building from flags, and sampling from a checkpoint (generate.py calls `sample`) ------
+# ---- memory, building from flags, and sampling from a checkpoint (generate.py calls `sample`) ----
 
 def memory_estimate(config):
     """Bytes a training step at the final resolution S needs (settings.step_bytes), with the

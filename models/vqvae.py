@@ -316,7 +316,8 @@ def memory_estimate(config):
     c = config if isinstance(config, dict) else vars(config)
     size, d, width, inner = c["image_size"], c["downsamples"], c["channels"], c["res_channels"]
     side, codes, p = code_side(c), c["codes"], c["prior_channels"]
-    strided = sum((width if i == d else width // 2) * (size // 2 ** i) ** 2 for i in range(1, d + 1))
+    strided = sum((width if i == d else width // 2) * (size // 2 ** i) ** 2
+                  for i in range(1, d + 1))
     middle = (2 * width + c["res_blocks"] * (width + inner) + c["code_dim"]) * side ** 2
     vqvae_maps = 2 * (strided + middle) + 3 * codes * side ** 2
     prior_maps = (11 * p * c["prior_layers"] + 2 * p + 3 * codes) * side ** 2
@@ -326,7 +327,7 @@ def memory_estimate(config):
 
 
 def parameter_count(config):
-    """Weights, biases and codebook arrays of the VQ-VAE and its prior (tested against the models)."""
+    """Weights, biases and codebook arrays of the VQ-VAE and its prior (tested against them)."""
     c = config if isinstance(config, dict) else vars(config)
     width, inner, dim, k, p = c["channels"], c["res_channels"], c["code_dim"], c["codes"], \
         c["prior_channels"]

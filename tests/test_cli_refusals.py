@@ -74,13 +74,15 @@ OWN = {   # each script's own flags
         (["--image-size", "65536"], "needs about"), (["--ngf", str(HUGE)], "needs about"),
     ],
     "train_vqvae.py": [
-        (["--codes", "0"], "--codes 0: use a whole number, at least 2"), (["--codes", "1"], "--codes 1"),
+        (["--codes", "0"], "--codes 0: use a whole number, at least 2"),
+        (["--codes", "1"], "--codes 1"),
         (["--channels", "1"], "--channels 1"), (["--res-channels", "0"], "--res-channels 0"),
         (["--res-blocks", "-1"], "--res-blocks -1"), (["--downsamples", "0"], "--downsamples 0"),
         (["--downsamples", "4"], "--downsamples 4: 16x16 images allow at most 3"),
         (["--image-size", "18"], "--image-size 18: with --downsamples 2 use a multiple of 4"),
         (["--code-dim", "0"], "--code-dim 0"), (["--beta", "-1"], "--beta -1.0"),
-        (["--prior-epochs", "0"], "--prior-epochs 0"), (["--prior-channels", "0"], "--prior-channels 0"),
+        (["--prior-epochs", "0"], "--prior-epochs 0"),
+        (["--prior-channels", "0"], "--prior-channels 0"),
         (["--prior-layers", "0"], "--prior-layers 0"), (["--prior-lr", "-1"], "--prior-lr -1.0"),
         (["--augment-copies", "-1"], "--augment-copies -1"), (["--samples", "0"], "--samples 0"),
         (["--temperature", "0"], "--temperature 0.0"),
@@ -194,7 +196,7 @@ def test_generate_refuses_an_out_that_is_a_file(tmp_path, refused):
     assert_one_clear_line(code, err, "is a file")
 
 
-# ---- the real command line ------------------------------------------------------------------------
+# ---- the real command line ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("script, flags, phrase", [
     ("train_dcgan.py", ["--image-size", "37"], "--image-size 37: use a power of two"),

@@ -168,7 +168,7 @@ def test_vqvae_killed_across_its_stages_ends_with_the_same_weights(tmp_path):
     reference, out = tmp_path / "reference", tmp_path / "killed"
     assert run("train_vqvae.py", reference, VQVAE) == 0
     moments = [("checkpoint", 2),    # the VQ-VAE's last checkpoint (step 4), half-written
-               ("step", 5),          # in the prior's first epoch: resumes before the prior was saved
+               ("step", 5),          # in the prior's first epoch, before the prior was saved
                ("checkpoint", 1),    # the prior's first checkpoint, half-written
                ("picture", 3)]       # sampling: in the middle of writing the samples
     assert kill_chain("train_vqvae.py", out, VQVAE, moments) == 4

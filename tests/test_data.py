@@ -320,7 +320,8 @@ def test_damaged_cache_file_is_rebuilt(tmp_path):
     (cache_file,) = os.listdir(cache_dir)
     with open(os.path.join(cache_dir, cache_file), "wb") as file:
         file.write(b"half a file")
-    second = data.load_images(root, image_size=8, cache_dir=cache_dir)
+    with pytest.warns(UserWarning, match="is damaged"):
+        second = data.load_images(root, image_size=8, cache_dir=cache_dir)
     np.testing.assert_array_equal(first.images, second.images)
     assert os.path.getsize(os.path.join(cache_dir, cache_file)) > 100
 

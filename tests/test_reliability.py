@@ -1,6 +1,6 @@
 """What a run survives: a full disk or a folder made read-only while it saves, a second run started
 on the same folder, a loss that becomes nan or inf (in every script), a damaged image cache, and
-the files a killed run leaves half-written. (Killing runs at random moments: test_crash_safety.py.)"""
+the files a killed run leaves half-written. (Runs killed at many moments: test_crash_safety.py.)"""
 import errno
 import json
 import os
@@ -208,7 +208,8 @@ def test_stylegan_stops_on_a_nan_loss(tmp_path, monkeypatch, run_main):
 def plain_folder(root, count=5, size=12):
     os.makedirs(root)
     for i in range(count):
-        Image.fromarray(np.full((size, size), 25 * i, np.uint8)).save(os.path.join(root, f"{i}.png"))
+        pixels = np.full((size, size), 25 * i, np.uint8)
+        Image.fromarray(pixels).save(os.path.join(root, f"{i}.png"))
     return root
 
 
@@ -283,6 +284,9 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     with files.atomic_write(str(path), "w") as f:
         f.write("new")
     assert path.read_text() == "new" and os.listdir(tmp_path) == ["losses.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask     # as open() makes it, not private
 
 
 def test_temporaries_of_killed_writers_are_removed_when_the_run_starts_again(tmp_path):

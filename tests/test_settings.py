@@ -40,7 +40,8 @@ def test_a_settings_error_names_the_flag_the_value_and_what_works():
     assert str(caught.value) == "--image-size 37: use a power of two, at least 16 (16, 32, 64, " \
                                 "128, 256, ...)"
     assert caught.value.name == "image_size" and caught.value.value == 37
-    settings.check({"ngf": 4}, {"ngf": settings.at_least(1), "nz": settings.at_least(1)})  # no nz: ok
+    settings.check({"ngf": 4}, {"ngf": settings.at_least(1),
+                                "nz": settings.at_least(1)})      # nz not given: not checked
 
 
 def test_whole_number_lists():
@@ -78,8 +79,8 @@ def test_the_defaults_are_accepted(model, script):
     (dcgan, "train_dcgan", {"dropout": 1.0}, "--dropout 1.0"),
     (vqvae, "train_vqvae", {"image_size": 38}, "--image-size 38: with --downsamples 2 use a "
                                                "multiple of 4"),
-    (vqvae, "train_vqvae", {"image_size": 56, "downsamples": 4}, "--image-size 56: with "
-                                                                 "--downsamples 4 use a multiple of 16"),
+    (vqvae, "train_vqvae", {"image_size": 56, "downsamples": 4},
+     "--image-size 56: with --downsamples 4 use a multiple of 16"),
     (vqvae, "train_vqvae", {"downsamples": 6}, "--downsamples 6: 64x64 images allow at most 5"),
     (vqvae, "train_vqvae", {"codes": 1}, "--codes 1"),
     (vqvae, "train_vqvae", {"batch_size": 107}, "--batch-size 107: the VQ-VAE trains on 106 of "
