@@ -25,6 +25,7 @@ import data
 import experiment
 import nn
 import nn.functional as F
+from evaluation.report import write_report
 from evaluation.ssim import generation_report, print_report
 from experiment import pictures
 from models import dcgan
@@ -169,6 +170,7 @@ def train():
                                data_range=2.0, max_real=cfg.metrics_real, seed=cfg.seed)
     run.log("report", step=step, **report)
     print_report(report)
+    write_report(run, dcgan.generate(sampler, fixed_z))   # report.html, sample-quality record
     print(f"samples: {run.path('samples')}  losses: {run.path('losses.png')}  "
           f"checkpoint: {run.checkpoint_path}", flush=True)
 

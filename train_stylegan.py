@@ -32,6 +32,7 @@ import data
 import experiment
 import nn
 from evaluation import embedding
+from evaluation.report import write_report
 from evaluation.ssim import generation_report, print_report
 from experiment import pictures
 from experiment.files import copy_atomically
@@ -269,6 +270,7 @@ def train():
     print(f"reached {resolution}x{resolution}; seconds per training image by resolution: "
           + ", ".join(f"{r}x{r} {s:.4f}" for r, s in rates.items()), flush=True)
     print_report(report)
+    write_report(run, samples)                          # report.html, sample-quality record
     print(f"samples: {run.path('phases')}  losses: {run.path('losses.png')}  "
           f"embeddings: {', '.join(plots)}", flush=True)
 

@@ -33,6 +33,7 @@ import numpy as np
 import data
 import experiment
 import nn
+from evaluation.report import write_report
 from evaluation.ssim import generation_report, print_report, ssim_batch
 from experiment import pictures
 from models import vqvae
@@ -302,6 +303,7 @@ def main():
         run.log("report", step=vqvae_steps + prior_steps, temperature=cfg.temperature,
                 codes_used_in_samples=int(len(np.unique(codes))), **report)
         print_report(report)
+        write_report(run, decoded)                      # report.html, sample-quality record
         print(f"pictures in {run.out}", flush=True)
 
 

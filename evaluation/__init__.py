@@ -8,4 +8,6 @@
     kid.py             Kernel Inception Distance's unbiased MMD^2 estimator, on any features
     memorisation.py    are samples closer to the training images than held-out real images are?
     features.py        the feature spaces they use (PCA of the training images, raw pixels)
+    comparison.py      the held-out rule, the real sets and the table compare.py prints
+    report.py          report.html, the page every run writes at the end of training
 """

@@ -16,7 +16,9 @@
 import json
 import math
 import os
+import shlex
 import signal
+import sys
 import time
 
 import numpy as np
@@ -60,12 +62,14 @@ class Run:
             self.elapsed = float(checkpoint.get("elapsed", 0.0))
             self.epoch_end_step = int(checkpoint.get("epoch_end_step", checkpoint["step"]))
             self._truncate_log(checkpoint)
-            self.log("resume", step=checkpoint["step"], epoch=checkpoint["epoch"])
+            self.log("resume", step=checkpoint["step"], epoch=checkpoint["epoch"],
+                     command=command_line())
         else:
             for name in (METRICS, CHECKPOINT, "losses.png"):
                 if os.path.exists(self.path(name)):
                     os.remove(self.path(name))
-            self.log("start", model=model, device=device, config=vars(config))
+            self.log("start", model=model, device=device, config=vars(config),
+                     command=command_line())
         with atomic_write(self.path("config.json"), "w") as f:
             json.dump(vars(config), f, indent=2)
 
@@ -228,6 +232,11 @@ class Run:
         """The Interrupted error (exit code 130) to raise after saving on Ctrl-C."""
         return Interrupted(f"interrupted at step {step}; checkpoint saved to {self.checkpoint_path}. "
                            f"Continue with: --out {self.out} --resume")
+
+
+def command_line():
+    """The command that started this process, as it could be typed again (report.html shows it)."""
+    return "python " + shlex.join(sys.argv)
 
 
 def load_images(config):

@@ -69,10 +69,10 @@ def test_a_tiny_run_writes_every_output(finished):
     assert Image.open(out / "losses.png").size[0] >= 400
     with open(out / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
-    assert [r["event"] for r in records] == ["start", "epoch", "epoch", "report"]
-    assert [r["step"] for r in records[1:]] == [3, 6, 6]
+    assert [r["event"] for r in records] == ["start", "epoch", "epoch", "report", "sample_quality"]
+    assert [r["step"] for r in records[1:]] == [3, 6, 6, 6]
     assert {"loss_d", "loss_g", "d_real", "d_fake"} <= set(records[1])
-    report = records[-1]
+    report = records[-2]
     assert 0 <= report["nn_ssim_mean"] <= 1 and report["n_samples"] == 8 and report["n_real"] == 132
     assert "nearest-neighbour SSIM" in result.stdout
     assert result.stdout.count("epoch ") >= 2                       # one line per epoch (no tty)

@@ -56,12 +56,12 @@ def test_a_tiny_progressive_run_writes_every_output(finished):
     with open(out / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
     events = [r["event"] for r in records]
-    assert events == ["start", "epoch", "phase", "epoch", "epoch", "phase", "report"]
+    assert events == ["start", "epoch", "phase", "epoch", "epoch", "phase", "report", "sample_quality"]
     epochs = [r for r in records if r["event"] == "epoch"]
     assert [(r["step"], r["resolution"], r["alpha"]) for r in epochs] == \
         [(2, 8, 1.0), (4, 16, 0.0), (6, 16, 1.0)]
     assert {"d_loss", "g_loss", "penalty", "d_real", "d_fake", "seconds_per_image"} <= set(epochs[0])
-    report = records[-1]
+    report = records[-2]
     assert report["resolution"] == 16 and set(report["seconds_per_image"]) == {"8", "16"}
     assert 0 <= report["nn_ssim_mean"] <= 1 and report["n_samples"] == 8
     checkpoint = experiment.load_checkpoint(out / "checkpoint.npz", "stylegan")
