@@ -384,8 +384,11 @@ def test_dropout_is_reproducible_and_inverted(device, rng):
     assert not np.array_equal(a, F.dropout(x, 0.3, rng=6).numpy())
     assert set(np.unique(a)) == {0.0, 1 / 0.7}
     assert abs((a == 0).mean() - 0.3) < 0.03
-    generator = np.random.default_rng(1) if device == "cpu" else None
-    assert F.dropout(x, 0.3, rng=generator).device == device
+    assert F.dropout(x, 0.3, rng=np.random.default_rng(1)).device == device   # on both devices
+    nn.manual_seed(2)
+    c = F.dropout(x, 0.3).numpy()                           # rng=None: nn.init's shared generator
+    nn.manual_seed(2)
+    np.testing.assert_array_equal(F.dropout(x, 0.3).numpy(), c)
 
 
 def test_dropout_off_in_eval_and_for_p_zero(device, rng):

@@ -47,3 +47,71 @@ def test_the_training_scripts_stop_on_an_old_cupy_with_exit_code_2(monkeypatch, 
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert "CuPy 11.2.0 is installed" in err and "Traceback" not in err
+
+
+# ---- Dropout: one random generator per device, its state saved and restored ------------------------
+
+class FakeCurandGenerator:
+    """Records how a cupy.random.RandomState is used: reseeded, then asked for uniform values."""
+    made = 0
+
+    def __init__(self, method):
+        FakeCurandGenerator.made += 1
+        self.method, self.seeds = method, []
+
+    def seed(self, seed):
+        self.seeds.append(seed)
+
+    def random_sample(self, shape, dtype):
+        return np.random.default_rng(int(self.seeds[-1])).random(shape, dtype=dtype)
+
+
+def fake_cupy_module():
+    """Just what F._uniform uses of cupy: the device number, curand's Philox, RandomState."""
+    curand = types.SimpleNamespace(CURAND_RNG_PSEUDO_PHILOX4_32_10="philox")
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(get_device_id=lambda: 0, curand=curand),
+                                 random=types.SimpleNamespace(RandomState=FakeCurandGenerator))
+
+
+def test_gpu_masks_come_from_one_generator_reseeded_from_the_saved_host_state(monkeypatch):
+    monkeypatch.setattr(F, "_gpu_generators", {})
+    monkeypatch.setattr(FakeCurandGenerator, "made", 0)
+    cupy = fake_cupy_module()
+    nn.manual_seed(4)
+    saved = nn.get_rng_state()
+    first = [F._uniform((3, 5), np.float32, cupy) for _ in range(4)]
+    assert FakeCurandGenerator.made == 1                   # one generator, not one per call
+    generator = F._gpu_generators[0]
+    assert generator.method == "philox" and len(generator.seeds) == 4
+    assert all(isinstance(seed, np.uint64) for seed in generator.seeds)
+    assert len({int(seed) for seed in generator.seeds}) == 4          # a new seed for every mask
+    nn.manual_seed(99)
+    nn.set_rng_state(saved)                                 # what a resumed run does
+    again = [F._uniform((3, 5), np.float32, cupy) for _ in range(4)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert FakeCurandGenerator.made == 1
+    F._uniform((2,), np.float32, cupy, rng=7)                          # an int seed: used as it is
+    assert generator.seeds[-1] == 7
+
+
+def test_cpu_masks_come_from_the_shared_generator_itself():
+    nn.manual_seed(3)
+    expected = np.random.default_rng(3).random((4, 6), dtype=np.float32)
+    np.testing.assert_array_equal(F._uniform((4, 6), np.float32, np), expected)
+
+
+def test_dropout_masks_resume_exactly_on_the_device(device):
+    x = nn.Tensor(np.ones((64, 64), np.float32)).to(device)
+    layer = nn.Dropout(0.5)
+    nn.manual_seed(1)
+    layer(x)
+    saved = nn.get_rng_state()
+    expected = [layer(x).numpy() for _ in range(3)]
+    nn.manual_seed(0)
+    nn.set_rng_state(saved)
+    for mask in expected:
+        np.testing.assert_array_equal(layer(x).numpy(), mask)
+    assert not np.array_equal(expected[0], expected[1])
+    if device == "gpu":
+        assert len(F._gpu_generators) == 1                  # one generator for every call
