@@ -629,7 +629,8 @@ def _class_indices(target, logits):
         raise ValueError(f"cross_entropy: target must hold integer class indices, got "
                          f"{target.dtype}")
     classes = logits.shape[1]
-    if target.size and (int(target.min()) < 0 or int(target.max()) >= classes):
+    on_cpu = device_of(target) == "cpu"      # on the GPU see cross_entropy: no waiting for it
+    if on_cpu and target.size and (int(target.min()) < 0 or int(target.max()) >= classes):
         raise ValueError(f"cross_entropy: target values must lie in [0, {classes})")
     return target
 
@@ -637,7 +638,11 @@ def _class_indices(target, logits):
 def cross_entropy(logits, target, reduction="mean"):
     """Softmax cross-entropy: -log softmax(logits)[target] at every position, averaged over
     all N (x H x W) positions by default. logits (N, C) with target (N,), or (N, C, H, W)
-    with target (N, H, W); targets are integer class indices."""
+    with target (N, H, W); targets are integer class indices.
+
+    A target outside [0, C) is a ValueError on the CPU. On the GPU, checking that would make the
+    CPU wait for the GPU at every call, so such positions give a nan loss instead (like a CUDA
+    device-side assert in PyTorch, the error shows later; run.record stops training on it)."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got "
                          f"{reduction!r}")
@@ -650,6 +655,8 @@ def cross_entropy(logits, target, reduction="mean"):
     positions = [xp.arange(size).reshape((-1,) + (1,) * (target.ndim - 1 - k))
                  for k, size in enumerate(target.shape)]
     picked = log_probs[(positions[0], target) + tuple(positions[1:])]
+    if device_of(target) == "gpu":
+        picked = where((target >= 0) & (target < logits.shape[1]), picked, float("nan"))
     return _reduce(-picked, reduction)
 
 

@@ -1,12 +1,16 @@
 """The GPU path's plumbing, tested on the CPU where it can be: the CuPy version floor, the one
-random generator per device behind Dropout. With `pytest --device gpu` the device-aware tests here
-run on CuPy too."""
+random generator per device behind Dropout, and the number of device-to-host reads per training
+step (counted with a recording wrapper). With `pytest --device gpu` the device-aware tests here run
+on CuPy too, and there CuPy's synchronisation detector also catches any read that is not counted."""
+import contextlib
 import sys
 import types
 
 import numpy as np
 import pytest
 
+import data
+import experiment
 import nn
 import nn.functional as F
 
@@ -115,3 +119,144 @@ def test_dropout_masks_resume_exactly_on_the_device(device):
     assert not np.array_equal(expected[0], expected[1])
     if device == "gpu":
         assert len(F._gpu_generators) == 1                  # one generator for every call
+
+
+# ---- at most one device-to-host transfer per logged step ------------------------------------------
+
+class HostReads:
+    """A recording wrapper around the ways our code reads device values on the host:
+    nn.backend.to_numpy (Run.read uses it, once per read) and Tensor.numpy / Tensor.item (which
+    go through nn.tensor's to_numpy). On the GPU, `strict()` also turns on CuPy's
+    synchronisation detector (cupyx.allow_synchronize(False), when this CuPy has it): any other
+    wait for the GPU (.item(), float(), int() or bool() of a CuPy array, cupy.bincount, ...)
+    raises cupyx.DeviceSynchronized; only the counted reads may wait."""
+
+    def __init__(self, monkeypatch, device):
+        self.count, self.detector = 0, None
+        if device == "gpu":
+            import cupyx
+            self.detector = getattr(cupyx, "allow_synchronize", None)
+        to_numpy = nn.backend.to_numpy
+
+        def counted(array):
+            self.count += 1
+            with self.allowed(True):
+                return to_numpy(array)
+        monkeypatch.setattr(nn.backend, "to_numpy", counted)
+        monkeypatch.setattr(nn.tensor, "to_numpy", counted)
+
+    def allowed(self, allow):
+        return self.detector(allow) if self.detector else contextlib.nullcontext()
+
+    def strict(self):
+        return self.allowed(False)
+
+
+def count_reads(tmp_path, monkeypatch, device, one_step, steps=12, read_every=5):
+    """Run `steps` calls of one_step(step) -> values through a Run that reads every `read_every`
+    steps; return (host reads counted, the Run)."""
+    run = experiment.Run(experiment.parser("test", out=str(tmp_path)).parse_args([]), "test", device)
+    run.read_every = read_every
+    run.begin_epoch(0, 0, steps, steps)
+    reads = HostReads(monkeypatch, device)
+    with reads.strict():
+        for step in range(steps):
+            values = one_step(step)
+            for name, value in values.items():        # nothing was turned into a Python number
+                assert hasattr(value, "dtype"), name
+                if device == "gpu":
+                    assert nn.backend.is_cupy_array(value), name
+            run.record(step + 1, **values)
+    run.end_epoch()
+    return reads.count, run
+
+
+READS = -(-12 // 5)       # 12 steps read every 5 steps: after steps 5 and 10, and at the epoch's end
+
+
+def test_a_dcgan_step_is_read_once_per_read(tmp_path, monkeypatch, device):
+    import train_dcgan
+    from models import dcgan
+    nn.manual_seed(0)
+    G, D = dcgan.build(dict(image_size=16, nz=8, ngf=4, ndf=4, dropout=0.2))
+    G.to(device)
+    D.to(device)
+    opt_g, opt_d = nn.optim.Adam(G.parameters(), lr=2e-4), nn.optim.Adam(D.parameters(), lr=2e-4)
+    loader = data.BatchLoader(np.zeros((16, 16, 16), np.uint8) + 50, 4, seed=0, device=device)
+    noise = np.random.default_rng(1)
+
+    def step(i):
+        z = nn.Tensor(noise.standard_normal((4, 8), dtype=np.float32)).to(device)
+        return train_dcgan.train_step(G, D, opt_g, opt_d, nn.Tensor(loader.batch(0, i % 4)), z, 0.9)
+    reads, run = count_reads(tmp_path, monkeypatch, device, step)
+    assert reads == READS
+    assert len(run.history["loss_d"]) == 12 and all(np.isfinite(run.history["d_real"]))
+
+
+def test_a_vqvae_step_and_a_prior_step_are_read_once_per_read(tmp_path, monkeypatch, device):
+    import train_vqvae
+    from models import vqvae
+    from models.pixelcnn import bits_per_code
+    xp = nn.backend.array_module_for(device)
+    config = dict(image_size=16, downsamples=2, channels=8, res_channels=4, res_blocks=1, codes=16,
+                  code_dim=4, beta=0.25, ema=True, prior_channels=4, prior_layers=2)
+    nn.manual_seed(0)
+    model, prior = vqvae.build(config)
+    model.to(device)
+    prior.to(device)
+    optimizer = nn.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    loader = data.BatchLoader(np.random.default_rng(0).integers(0, 255, (16, 16, 16), np.uint8),
+                              4, seed=0, device=device)
+    restarts, used = np.random.default_rng(1), xp.zeros(16, np.int64)
+
+    def step(i):
+        nonlocal used
+        values, codes = train_vqvae.vqvae_step(model, optimizer, nn.Tensor(loader.batch(0, i % 4)),
+                                               restarts)
+        used = used + vqvae.code_counts(codes, 16)
+        return values
+    reads, run = count_reads(tmp_path / "vqvae", monkeypatch, device, step)
+    assert reads == READS and len(run.history["restarts"]) == 12
+    assert run.history["restarts"][0] > 0          # usage starts at the threshold: restarts happen
+    assert int(used.sum()) == 12 * 4 * 4 * 4       # every code of every step counted, on the device
+
+    prior_optimizer = nn.optim.Adam(prior.parameters(), lr=1e-3)
+    codes = np.random.default_rng(2).integers(0, 16, (12, 4, 4, 4))
+
+    def prior_step(i):
+        loss = prior.loss(xp.asarray(codes[i]))
+        prior_optimizer.zero_grad()
+        loss.backward()
+        prior_optimizer.step()
+        return {"nll_bits": bits_per_code(loss.data)}
+    reads, run = count_reads(tmp_path / "prior", monkeypatch, device, prior_step)
+    assert reads == READS and all(np.isfinite(run.history["nll_bits"]))
+
+
+@pytest.mark.parametrize("loss", ["ns-r1", "wgan-gp"])
+def test_a_stylegan_step_is_read_once_per_read(tmp_path, monkeypatch, device, loss):
+    import argparse
+    import train_stylegan
+    from models import stylegan
+    cfg = argparse.Namespace(image_size=16, z_dim=8, w_dim=8, mapping_layers=2, fmap_base=32,
+                             fmap_max=8, blur=True, batch_size=4, style_mixing=0.9, loss=loss,
+                             reg_every=2, gamma=10.0, gp_weight=10.0, drift=0.001, lr=1e-3)
+    G, D = stylegan.build(cfg, seed=0)
+    G.to(device)
+    D.to(device)
+    optimizers = train_stylegan.make_optimizers(G, D, 16, cfg)
+    loader = data.BatchLoader(np.random.default_rng(0).integers(0, 255, (8, 16, 16), np.uint8),
+                              4, seed=0, device=device)
+    rng, last_penalty = np.random.default_rng(1), 0.0
+
+    def step(i):
+        nonlocal last_penalty
+        real = stylegan.fade_real_images(loader.batch(0, i % 2), 16, 0.5)
+        log = train_stylegan.train_step(G, D, optimizers["optimizer_g"], optimizers["optimizer_d"],
+                                        real, 16, 0.5, i, rng, cfg, device)
+        last_penalty = log.setdefault("penalty", last_penalty)
+        return log
+    step(0)                                                  # the first penalty: now an array
+    reads, run = count_reads(tmp_path, monkeypatch, device, lambda i: step(i + 1))
+    assert reads == READS
+    assert {"d_loss", "g_loss", "penalty", "d_real", "d_fake"} <= set(run.history)
