@@ -145,10 +145,10 @@ def train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, devi
 def save_phase(run, state, step, resolution, timing, samples):
     """Pictures, loss curves and a copy of the checkpoint for the resolution just finished."""
     folder = ("phases", f"res_{resolution}")
+    run.save(state, step, resolution=resolution, timing=timing)   # reads the recorded values
     pictures.save_grid(samples, run.path(*folder, "samples.png"))
     pictures.plot_losses(run.history, run.path(*folder, "losses.png"),
                          title=f"StyleGAN up to {resolution}x{resolution}: losses per step")
-    run.save(state, step, resolution=resolution, timing=timing)
     shutil.copyfile(run.checkpoint_path, run.path(*folder, "checkpoint.npz"))
     run.log("phase", step=step, resolution=resolution,
             seconds_per_image=seconds_per_image(timing, resolution))
