@@ -12,6 +12,8 @@ import pytest
 
 import nn
 
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--channels", "8", "--res-channels", "4", "--res-blocks", "1",
         "--codes", "48", "--code-dim", "4", "--batch-size", "8", "--steps-per-epoch", "2",
