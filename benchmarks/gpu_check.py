@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,12 +58,13 @@ SCRIPTS = {"dcgan": "train_dcgan.py", "vqvae": "train_vqvae.py", "stylegan": "tr
 # `flags`: added to each model's defaults (none on the GPU: the scripts' own settings). `env`: for
 # every child process (the dry run keeps each to one thread on a small shared machine).
 MODES = {
-    "gpu": dict(device="gpu", sizes=(64, 256), tests=["tests"], warmup=2, chunk=3, seconds=4.0,
+    "gpu": dict(device="gpu", sizes=(64, 256), tests=["tests"], slow_tests=["tests"], warmup=2, chunk=3, seconds=4.0,
                 script_steps=3, script_batch=8, torch_device="cuda", torch_size=256, torch_width=64,
                 torch_batch=32, slices=dict(train=48, validate=12), slice_size=256, flags={model: [] for model in MODELS}, env={},
                 caps=dict(tests=210, speed=75, pytorch=60, script=60, slow=600),
                 minimums=dict(tests=60, speed=20, pytorch=20, script=20, slow=30)),
     "dry-run": dict(device="cpu", sizes=(16, 32), tests=["tests/test_gpu_path.py", "-k", "floor"],
+                    slow_tests=["tests/test_gpu_path.py"],
                     warmup=1, chunk=1, seconds=0.0, script_steps=2, script_batch=4,
                     torch_device="cpu", torch_size=32, torch_width=4, torch_batch=4,
                     slices=dict(train=24, validate=12), slice_size=64,
@@ -414,8 +416,7 @@ def plan(mode, work, data_folder):
             jobs.append(("script", f"{SCRIPTS[model]} {size}x{size}",
                          script_command(model, size, mode, data_folder, out),
                          {"model": model, "size": size, "out": out}))
-    slow = mode["tests"][:1] if mode is MODES["dry-run"] else mode["tests"]
-    jobs.append(("slow", "tests (slow)", pytest + ["-m", "slow"] + slow, {}))
+    jobs.append(("slow", "tests (slow)", pytest + ["-m", "slow"] + mode["slow_tests"], {}))
     return jobs
 
 
@@ -423,6 +424,11 @@ def run_job(part, name, command, extra, timeout, mode, work, report):
     """Run one planned child and put what it gave into `report`."""
     log_path = os.path.join(work, "logs", re.sub(r"[^a-z0-9]+", "_", name.lower()) + ".log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    for path in (extra.get("result"), extra.get("out")):    # nothing left from an earlier check
+        if path and os.path.isdir(path):
+            shutil.rmtree(path)
+        elif path and os.path.exists(path):
+            os.remove(path)
     code, seconds, output = run_child(command, timeout, log_path, mode["env"])
     entry = {"part": part, "name": name, "seconds": seconds, "timeout_s": round(timeout, 1),
              "exit_code": code, "log": log_path, "tail": output[-1500:]}
