@@ -20,9 +20,11 @@ fit in what is left is skipped and says so:
   slow     python -m pytest --device gpu -m slow   (the command-line tests), with the time left
 
 Every figure goes into <out>/gpu_check.json (or --json), written again after each part, so that a
-run cut short keeps what it measured; each part's whole output is in <out>/logs/. Tests run with a
-timeout of 120 s each where pytest-timeout is installed. --dry-run runs every part on the CPU with NumPy, at 16x16 and 32x32 instead
-of 64x64 and 256x256, with a couple of steps and a few tests: CI runs it to test the plumbing.
+run cut short keeps what it measured; each part's whole output is in <out>/logs/. Where they are
+installed, pytest-timeout stops any test after 120 s and pytest-xdist runs the test files in 8
+processes (2 in a dry run), which share the GPU. --dry-run runs every part on the CPU with NumPy,
+at 16x16 and 32x32 instead of 64x64 and 256x256, with a couple of steps and a few tests: CI runs
+it to test the plumbing.
 
 Exit code: 0 when every part ran and passed; 1 when a part failed, timed out or was skipped;
 2 when the GPU cannot be used (or a flag is wrong).
@@ -59,13 +61,13 @@ SCRIPTS = {"dcgan": "train_dcgan.py", "vqvae": "train_vqvae.py", "stylegan": "tr
 # every child process (the dry run keeps each to one thread on a small shared machine).
 MODES = {
     "gpu": dict(device="gpu", sizes=(64, 256), tests=["tests"], slow_tests=["tests"], warmup=2, chunk=3, seconds=4.0,
-                script_steps=3, script_batch=8, torch_device="cuda", torch_size=256, torch_width=64,
+                script_steps=3, script_batch=8, workers=8, torch_device="cuda", torch_size=256, torch_width=64,
                 torch_batch=32, slices=dict(train=48, validate=12), slice_size=256, flags={model: [] for model in MODELS}, env={},
                 caps=dict(tests=210, speed=75, pytorch=60, script=60, slow=600),
                 minimums=dict(tests=60, speed=20, pytorch=20, script=20, slow=30)),
     "dry-run": dict(device="cpu", sizes=(16, 32), tests=["tests/test_gpu_path.py", "-k", "floor"],
                     slow_tests=["tests/test_gpu_path.py"],
-                    warmup=1, chunk=1, seconds=0.0, script_steps=2, script_batch=4,
+                    warmup=1, chunk=1, seconds=0.0, script_steps=2, script_batch=4, workers=2,
                     torch_device="cpu", torch_size=32, torch_width=4, torch_batch=4,
                     slices=dict(train=24, validate=12), slice_size=64,
                     flags=dict(dcgan=["--ngf", "4", "--ndf", "4", "--nz", "8", "--batch-size", "4"],
@@ -396,6 +398,8 @@ def plan(mode, work, data_folder):
               "--maxfail=10", "--durations=10"]
     if importlib.util.find_spec("pytest_timeout"):          # one hung test cannot eat the budget
         pytest += ["--timeout", "120"]
+    if importlib.util.find_spec("xdist") and mode["workers"] > 1:   # test files in parallel
+        pytest += ["-n", str(mode["workers"]), "--dist", "loadfile"]
     jobs = [("tests", "tests (not slow)", pytest + ["-m", "not slow"] + mode["tests"], {})]
     for model in MODELS:
         spec = dict(part="speed", model=model, sizes=list(mode["sizes"]), device=dev,
@@ -456,7 +460,7 @@ def run_job(part, name, command, extra, timeout, mode, work, report):
 
 def line_for(entry):
     details = ""
-    if "summary" in entry:
+    if entry.get("summary"):
         details = " (" + ", ".join(f"{n} {w}" for w, n in entry["summary"].items()) + ")"
     return f"{entry['name']}: {entry['status']}{details} in {entry['seconds']:.0f} s"
 
