@@ -62,7 +62,8 @@ def flags():
 
 def train_step(G, D, opt_g, opt_d, real, z, real_label=1.0):
     """One DCGAN training step on a batch of real images and latent vectors z; returns the losses
-    and D's mean probability of "real" on the real and on the generated batch.
+    and D's mean probability of "real" on the real and on the generated batch, as 0-d arrays on
+    the batch's device (run.record reads them later, many steps in one transfer).
 
     real_label < 1 is one-sided label smoothing (Salimans et al. 2016): D's target for real
     images only, so D is never pushed to be certain; G's target stays 1."""
@@ -94,9 +95,10 @@ def train_step(G, D, opt_g, opt_d, real, z, real_label=1.0):
     opt_g.step()
     D.requires_grad_(True)
 
-    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
-            "d_real": F.sigmoid(logits_real).mean().item(),
-            "d_fake": F.sigmoid(logits_fake).mean().item()}
+    with nn.no_grad():                                            # for the log: no graph
+        d_real, d_fake = F.sigmoid(logits_real).mean(), F.sigmoid(logits_fake).mean()
+    return {"loss_d": loss_d.data, "loss_g": loss_g.data, "d_real": d_real.data,
+            "d_fake": d_fake.data}
 
 
 def train():

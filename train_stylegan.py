@@ -103,7 +103,8 @@ def latents(rng, cfg, num_layers, device):
 
 
 def train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, device):
-    """One D update and one G update on the same generated batch. Returns the values to log."""
+    """One D update and one G update on the same generated batch. Returns the values to log, as
+    0-d arrays on the device (run.record reads them later, many steps in one transfer)."""
     z, z_mix, crossover = latents(rng, cfg, stylegan.num_style_layers(resolution), device)
     noise = stylegan.make_noise(cfg.batch_size, resolution, rng, like=z)
     fake = G(z, resolution, alpha, noise, z_mix, crossover)   # graph kept for the G step
@@ -123,7 +124,7 @@ def train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, devi
     loss_g.backward()
     opt_g.step()
     D.requires_grad_(True)
-    log["g_loss"] = float(loss_g.data)
+    log["g_loss"] = loss_g.data
     return log
 
 
@@ -132,10 +133,10 @@ def train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, devi
 def save_phase(run, state, step, resolution, timing, samples):
     """Pictures, loss curves and a copy of the checkpoint for the resolution just finished."""
     folder = ("phases", f"res_{resolution}")
+    run.save(state, step, resolution=resolution, timing=timing)   # reads the recorded values
     pictures.save_grid(samples, run.path(*folder, "samples.png"))
     pictures.plot_losses(run.history, run.path(*folder, "losses.png"),
                          title=f"StyleGAN up to {resolution}x{resolution}: losses per step")
-    run.save(state, step, resolution=resolution, timing=timing)
     copy_atomically(run.checkpoint_path, run.path(*folder, "checkpoint.npz"))
     run.log("phase", step=step, resolution=resolution,
             seconds_per_image=seconds_per_image(timing, resolution))
@@ -240,10 +241,13 @@ def train():
             log = train_step(G, D, state["optimizer_g"], state["optimizer_d"], real, resolution,
                              alpha, step, rng, cfg, device)
             nn.optim.update_average(G_ema, G, ema_beta)           # G_ema <- beta G_ema + (1-beta) G
-            timing.setdefault(str(resolution), np.zeros(2))
-            timing[str(resolution)] += (time.perf_counter() - started, cfg.batch_size)
             last_penalty = log.setdefault("penalty", last_penalty)  # computed every --reg-every
             run.record(step + 1, **log)                                # steps, logged at every one
+            # On the GPU a step returns before the GPU has done its work; run.record waits for it
+            # every few steps (when it reads the values), so the sum of these times is right up to
+            # the last few steps of each resolution.
+            timing.setdefault(str(resolution), np.zeros(2))
+            timing[str(resolution)] += (time.perf_counter() - started, cfg.batch_size)
             run.stop_if_requested(state, step + 1, resolution=resolution, timing=timing)
         step = end
         pictures.save_grid(pictures.upscale(fixed_samples(resolution), cfg.image_size),

@@ -89,7 +89,9 @@ def split_held_out(images_uint8):
 # ---- stage 1: the VQ-VAE ------------------------------------------------------------------------
 
 def vqvae_step(model, optimizer, x, rng):
-    """One step on batch x: loss = |x - x_hat|^2 + codebook + beta * commitment (paper eq. 3)."""
+    """One step on batch x: loss = |x - x_hat|^2 + codebook + beta * commitment (paper eq. 3).
+    Returns the values to log as 0-d arrays on the device (run.record reads them later), and the
+    batch's code map."""
     reconstruction, vq = model(x)
     reconstruction_loss = ((reconstruction - x) ** 2).mean()
     loss = reconstruction_loss + vq["loss"]
@@ -97,11 +99,11 @@ def vqvae_step(model, optimizer, x, rng):
     loss.backward()
     optimizer.step()
     restarted = model.quantizer.update(vq["flat"], vq["codes"], rng)   # EMA, dead-code restarts
-    values = {"reconstruction": reconstruction_loss.item(),
-              "commitment": vq["commitment_loss"].item(), "perplexity": vq["perplexity"],
+    values = {"reconstruction": reconstruction_loss.data,
+              "commitment": vq["commitment_loss"].data, "perplexity": vq["perplexity"],
               "restarts": restarted}
     if not model.quantizer.ema:
-        values["codebook"] = vq["codebook_loss"].item()
+        values["codebook"] = vq["codebook_loss"].data
     return values, vq["codes"]
 
 
@@ -116,7 +118,7 @@ def train_vqvae(run, state, train_images, held, step):
     for epoch in range(step // steps_per_epoch, cfg.epochs):
         end = (epoch + 1) * steps_per_epoch
         run.begin_epoch(epoch, step, end, total)
-        used = np.zeros(cfg.codes, dtype=np.int64)
+        used = nn.backend.array_module_for(run.device).zeros(cfg.codes, dtype=np.int64)
         for step, batch in experiment.stream(loader, step, end):
             optimizer.param_groups[0]["lr"] = cosine_lr(cfg.lr, step, total)
             values, codes = vqvae_step(model, optimizer, nn.Tensor(batch), state["rng_restart"])
@@ -128,7 +130,7 @@ def train_vqvae(run, state, train_images, held, step):
         pictures.save_grid(np.concatenate([held[:8], reconstruction[:8]]),
                            run.path("reconstructions", f"epoch_{epoch + 1:03d}.png"), nrow=8)
         run.end_epoch(held_out_ssim=float(ssim_batch(reconstruction, held).mean()),
-                      codes_used=int((used > 0).sum()), epoch_perplexity=perplexity(used))
+                      codes_used=int((used > 0).sum()), epoch_perplexity=float(perplexity(used)))
         pictures.plot_losses(run.history, run.path("vqvae_losses.png"),
                              title="VQ-VAE: losses per step")
         run.save(state, step, vqvae_steps=step, prior_steps=0)
@@ -142,7 +144,7 @@ def report_reconstructions(run, model, held, step):
     run.log("reconstruction", step=step, held_out_ssim_mean=float(ssim.mean()),
             held_out_ssim_std=float(ssim.std()), held_out_ssim_min=float(ssim.min()),
             held_out_codes_used=int(len(np.unique(codes))),
-            held_out_perplexity=perplexity(code_counts(codes, run.config.codes)))
+            held_out_perplexity=float(perplexity(code_counts(codes, run.config.codes))))
     pictures.image_rows(run.path("reconstructions.png"), [
         {"images": held, "label": "held-out originals (top)"},
         {"images": reconstruction, "captions": [f"SSIM {value:.3f}" for value in ssim]}])
@@ -175,12 +177,13 @@ def prior_batch(cfg, train_codes, step):
 
 def prior_step(prior, optimizer, codes):
     """One step of the prior on a batch of code maps: the cross-entropy of every code given the
-    codes before it (nats per code), minimised. Returns that loss."""
+    codes before it (nats per code), minimised. Returns that loss as a 0-d array on the device
+    (the Run reads it to the host with the other steps' values, not now)."""
     loss = prior.loss(codes)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return loss.item()
+    return loss.data
 
 
 def train_prior(run, state, code_maps, offset, step):
@@ -199,7 +202,7 @@ def train_prior(run, state, code_maps, offset, step):
         for step in range(step, end):
             optimizer.param_groups[0]["lr"] = cosine_lr(cfg.prior_lr, step, total)
             loss = prior_step(prior, optimizer, xp.asarray(prior_batch(cfg, train_codes, step)))
-            run.record(offset + step + 1, nll_bits=bits_per_code(loss))
+            run.record(offset + step + 1, nll_bits=bits_per_code(loss))   # read later
             run.stop_if_requested(state, offset + step + 1, vqvae_steps=offset,
                                   prior_steps=step + 1, **code_maps)
         step = end

@@ -25,20 +25,24 @@ from models import dcgan  # noqa: E402
 from train_dcgan import train_step  # noqa: E402
 
 
-def ours(size, width, batch, nz, seed=0):
-    """A closure running one of our training steps on fixed random data."""
+def ours(size, width, batch, nz, seed=0, device="cpu"):
+    """A closure running one of our training steps on fixed random data on `device` ("cpu" or
+    "gpu"); it returns the losses as 0-d arrays on the device, without waiting for them."""
     nn.manual_seed(seed)
     G, D = dcgan.build(dict(image_size=size, nz=nz, ngf=width, ndf=width))
+    G.to(device)
+    D.to(device)
     opt_g = nn.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = nn.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     rng = np.random.default_rng(seed)
-    real = nn.Tensor(rng.uniform(-1, 1, (batch, 1, size, size)).astype(np.float32))
-    z = nn.Tensor(rng.standard_normal((batch, nz)).astype(np.float32))
+    real = nn.Tensor(rng.uniform(-1, 1, (batch, 1, size, size)).astype(np.float32)).to(device)
+    z = nn.Tensor(rng.standard_normal((batch, nz)).astype(np.float32)).to(device)
     return lambda: train_step(G, D, opt_g, opt_d, real, z)
 
 
-def pytorch(size, width, batch, nz, seed=0):
-    """The same architecture and step in PyTorch (None when PyTorch is not installed)."""
+def pytorch(size, width, batch, nz, seed=0, device="cpu"):
+    """The same architecture and step in PyTorch on `device` ("cpu" or "cuda"), returning the
+    loss tensors without waiting for them (None when PyTorch is not installed)."""
     try:
         import torch
     except ImportError:
@@ -57,12 +61,14 @@ def pytorch(size, width, batch, nz, seed=0):
     for a, b in zip(d_widths, d_widths[1:]):
         layers += [tnn.Conv2d(a, b, 4, 2, 1, bias=False), tnn.BatchNorm2d(b), tnn.LeakyReLU(0.2)]
     D = tnn.Sequential(*layers, tnn.Conv2d(d_widths[-1], 1, 4, 1, 0, bias=False), tnn.Flatten(0))
+    G.to(device)
+    D.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     rng = np.random.default_rng(seed)
-    real = torch.from_numpy(rng.uniform(-1, 1, (batch, 1, size, size)).astype(np.float32))
-    z = torch.from_numpy(rng.standard_normal((batch, nz, 1, 1)).astype(np.float32))
-    ones, zeros = torch.ones(batch), torch.zeros(batch)
+    real = torch.from_numpy(rng.uniform(-1, 1, (batch, 1, size, size)).astype(np.float32)).to(device)
+    z = torch.from_numpy(rng.standard_normal((batch, nz, 1, 1)).astype(np.float32)).to(device)
+    ones, zeros = torch.ones(batch, device=device), torch.zeros(batch, device=device)
 
     def step():
         fake = G(z)
@@ -77,7 +83,7 @@ def pytorch(size, width, batch, nz, seed=0):
         loss_g.backward()
         opt_g.step()
         D.requires_grad_(True)
-        return loss_d.item(), loss_g.item()
+        return loss_d, loss_g
     return step
 
 

@@ -3,9 +3,15 @@
 All three are folded into one coordinate map per image, and every image of the batch is resampled in
 one vectorised bilinear pass (zero, i.e. background, outside the frame). Coordinates are normalised
 to [-1, 1] across the image, so the settings below mean the same at every image size.
+
+The work runs on the images' device (NumPy or CuPy, whichever holds them), but every random number
+is drawn on the host from the NumPy generator given, in the same order on both devices: a GPU batch
+equals the CPU batch of the same seed up to float rounding.
 """
 
 import numpy as np
+
+from nn.backend import get_array_module
 
 # OASIS slices are registered to an atlas, so real brains differ in shape and size far more than in
 # position: the elastic part and the zoom carry the "other brains", rotation and shift stay small.
@@ -62,12 +68,14 @@ def smooth_lattice_noise(noise, smooth):
     return (left @ smooth.T).reshape(count, size, size)
 
 
-def random_elastic_field(rng, count, size):
-    """(count, 2, size, size) smooth random displacements (x then y), in pixels."""
+def random_elastic_field(rng, count, size, xp=np):
+    """(count, 2, size, size) smooth random displacements (x then y), in pixels, on xp's device
+    (the lattice noise is drawn on the host from `rng`)."""
     noise = rng.standard_normal((count * 2, ELASTIC_CONTROL_POINTS, ELASTIC_CONTROL_POINTS),
                                 dtype=np.float32)
     noise *= np.float32(ELASTIC_STD * size)
-    field = smooth_lattice_noise(noise, smoothing_matrix(size, ELASTIC_CONTROL_POINTS))
+    smooth = xp.asarray(smoothing_matrix(size, ELASTIC_CONTROL_POINTS))
+    field = smooth_lattice_noise(xp.asarray(noise), smooth)
     return field.reshape(count, 2, size, size)
 
 
@@ -77,24 +85,25 @@ def bilinear_sample(images, x, y):
     The images get a one-pixel border of zeros, and the coordinates are clipped into that border,
     so samples outside the frame read background and samples near the edge fade into it.
     The four neighbours are gathered from the uint8 pixels (small, so the gathers stay in cache)
-    and blended in float32. Returns float32 on the 0..255 scale.
+    and blended in float32. Returns float32 on the 0..255 scale, on the images' device.
     """
+    xp = get_array_module(images)
     count, height, width = images.shape
     row = width + 2
-    padded = np.zeros((count, height + 2, row), dtype=np.uint8)
+    padded = xp.zeros((count, height + 2, row), dtype=np.uint8)
     padded[:, 1:-1, 1:-1] = images
-    x = np.clip(x + 1, 0, width + 1)                 # coordinates in the padded frame
-    y = np.clip(y + 1, 0, height + 1)
-    x0 = np.minimum(np.floor(x), width)              # left/top neighbour, so x0 + 1 stays inside
-    y0 = np.minimum(np.floor(y), height)
+    x = xp.clip(x + 1, 0, width + 1)                 # coordinates in the padded frame
+    y = xp.clip(y + 1, 0, height + 1)
+    x0 = xp.minimum(xp.floor(x), width)              # left/top neighbour, so x0 + 1 stays inside
+    y0 = xp.minimum(xp.floor(y), height)
     wx, wy = x - x0, y - y0
     index = (y0 * row + x0).astype(np.intp)          # exact in float32 for images up to ~4000 px
-    index += (np.arange(count) * (height + 2) * row)[:, None, None]
+    index += (xp.arange(count) * (height + 2) * row)[:, None, None]
     flat = padded.reshape(-1)
-    top_left = np.take(flat, index).astype(np.float32)
-    top_right = np.take(flat[1:], index)
-    bottom_left = np.take(flat[row:], index).astype(np.float32)
-    bottom_right = np.take(flat[row + 1:], index)
+    top_left = xp.take(flat, index).astype(np.float32)
+    top_right = xp.take(flat[1:], index)
+    bottom_left = xp.take(flat[row:], index).astype(np.float32)
+    bottom_right = xp.take(flat[row + 1:], index)
     top = top_left + (top_right - top_left) * wx
     bottom = bottom_left + (bottom_right - bottom_left) * wx
     return top + (bottom - top) * wy
@@ -103,15 +112,17 @@ def bilinear_sample(images, x, y):
 def augment(images, rng):
     """Randomly flipped, rotated, scaled, shifted and elastically deformed copies of uint8 images.
 
-    images: (B, S, S) uint8. Returns (B, S, S) float32 on the same 0..255 scale.
+    images: (B, S, S) uint8, NumPy or CuPy; `rng`: a NumPy Generator (every draw happens on the
+    host). Returns (B, S, S) float32 on the same 0..255 scale, on the images' device.
     """
+    xp = get_array_module(images)
     count, size, _ = images.shape
-    matrix, shift = random_affine(rng, count)
+    matrix, shift = (xp.asarray(a) for a in random_affine(rng, count))
     half = np.float32(size / 2)
     # Pixel (row i, column j) samples the input at pixel  half * (matrix @ (u_j, u_i) + shift + 1) - 0.5.
-    u = pixel_centres(size)
+    u = xp.asarray(pixel_centres(size))
     from_column = half * matrix[:, :, 0, None] * u + (half * (shift + 1) - 0.5)[:, :, None]  # (B, 2, S)
     from_row = half * matrix[:, :, 1, None] * u                                             # (B, 2, S)
     source = from_column[:, :, None, :] + from_row[:, :, :, None]                           # (B, 2, S, S)
-    source += random_elastic_field(rng, count, size)
+    source += random_elastic_field(rng, count, size, xp)
     return bilinear_sample(images, source[:, 0], source[:, 1])

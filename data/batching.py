@@ -1,4 +1,8 @@
-"""Seeded, resumable mini-batches: uint8 images in memory -> float32 batches on the chosen device."""
+"""Seeded, resumable mini-batches: uint8 images in memory -> float32 batches on the chosen device.
+
+Each batch goes to the device as uint8 and is augmented and scaled there (data/augment.py), so on
+the GPU the training thread only draws the random numbers and copies a quarter of the bytes.
+"""
 
 import numpy as np
 
@@ -56,12 +60,10 @@ class BatchLoader:
         """Batch number `index` of `epoch` (computes the epoch's order unless it is given)."""
         order = self.order(epoch) if order is None else order
         chosen = self.images[order[index * self.batch_size:(index + 1) * self.batch_size]]
-        if self.augment:
-            pixels = augment(chosen, np.random.default_rng([self.seed, epoch, index]))
-        else:
-            pixels = chosen
-        batch = to_float(pixels, self.value_range)[:, None, :, :]
-        return self.xp.asarray(batch)
+        pixels = self.xp.asarray(chosen)   # to the device as uint8, a quarter of the float32 batch
+        if self.augment:                   # on the device; the random draws on the host
+            pixels = augment(pixels, np.random.default_rng([self.seed, epoch, index]))
+        return to_float(pixels, self.value_range)[:, None, :, :]
 
     def epoch(self, epoch, start_batch=0):
         """Yield the batches of `epoch`, from batch number `start_batch` on."""

@@ -5,8 +5,11 @@
     state = {"generator": G, "optimizer_g": opt_g, "rng_noise": noise, ...}   # stateful objects
     step = run.restore(state)   # --resume: load them all in place, return the step (fresh: 0)
     run.begin_epoch(epoch, first_step, last_step, total_steps)   before an epoch's first step
-    run.record(step, **losses)  per training step: raises NonFiniteLoss on nan/inf, keeps the
-                                history, updates the progress bar
+    run.record(step, **losses)  per training step; values may stay on the device (0-d arrays):
+                                run.read() brings them to the host in one transfer every
+                                READ_EVERY steps, at the end of an epoch and before a checkpoint,
+                                raises NonFiniteLoss on nan/inf (naming the first such step),
+                                keeps the history and updates the progress bar
     run.stop_if_requested(state, step)   after a step: on Ctrl-C save, then exit with code 130
     run.end_epoch(**extra)      prints and logs the epoch line, redraws <out>/losses.png
     run.save(state, step, **extra)       atomic <out>/checkpoint.npz (plain values in `extra`)
@@ -33,6 +36,7 @@ from .pictures import plot_losses
 from .progress import Progress, clock
 
 METRICS = "metrics.jsonl"
+READ_EVERY = 10   # training steps between two reads of the recorded values (see Run.read)
 
 
 class Run:
@@ -44,6 +48,8 @@ class Run:
         self.checkpoint_path = os.path.join(self.out, CHECKPOINT)
         self.stop_requested = False
         self.history = {}                  # name -> list of per-step values ("step" included)
+        self.read_every = READ_EVERY
+        self._pending = []                 # (step, values) recorded but not read yet
         self.saved_step = None             # step of the last checkpoint written or loaded
         self.epochs_done = 0               # epochs finished (in the current stage)
         self._epoch_values, self._epoch_start = {}, None
@@ -111,19 +117,39 @@ class Run:
 
     # -- per step / per epoch --
     def record(self, step, **values):
-        """Record one training step's values (losses etc.), 1-based `step` = steps done so far."""
-        values = {k: float(v) for k, v in values.items()}
-        for name, value in values.items():
-            if not math.isfinite(value):
-                last = (f"the last good checkpoint ({self.checkpoint_path}, step {self.saved_step}) "
-                        "is kept" if self.saved_step is not None else "no checkpoint was written yet")
-                raise NonFiniteLoss(f"{name} became {value} at step {step}; training stopped and "
-                                    f"{last}. Try a lower learning rate, or --resume from it.")
-        self.history.setdefault("step", []).append(step)
-        for name, value in values.items():
-            self.history.setdefault(name, []).append(value)
-            self._epoch_values.setdefault(name, []).append(value)
+        """Record one training step's values (losses etc.), 1-based `step` = steps done so far.
+
+        The values may be numbers or 0-d arrays still on the device: reading a GPU value makes
+        the CPU wait until the GPU has finished everything queued, so they are kept as they are
+        and read together every `read_every` steps (the progress line may be a few steps old).
+        """
+        self._pending.append((step, values))
         self._steps_timed += 1
+        if len(self._pending) >= self.read_every:
+            self.read()
+
+    def read(self):
+        """Bring the recorded values to the host in ONE transfer, check them, add them to the
+        history. Raises NonFiniteLoss naming the first step whose value is nan or inf (the steps
+        before it are kept). Called every `read_every` steps, by end_epoch and by save."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        numbers = iter(host_numbers([v for _, values in pending for v in values.values()]))
+        for step, values in pending:
+            values = {name: next(numbers) for name in values}
+            for name, value in values.items():
+                if not math.isfinite(value):
+                    last = (f"the last good checkpoint ({self.checkpoint_path}, step "
+                            f"{self.saved_step}) is kept" if self.saved_step is not None
+                            else "no checkpoint was written yet")
+                    raise NonFiniteLoss(f"{name} became {value} at step {step}; training stopped "
+                                        f"and {last}. Try a lower learning rate, or --resume "
+                                        "from it.")
+            self.history.setdefault("step", []).append(step)
+            for name, value in values.items():
+                self.history.setdefault(name, []).append(value)
+                self._epoch_values.setdefault(name, []).append(value)
         self.progress.update(self._progress_text(step, values))
 
     def begin_epoch(self, epoch, first_step, last_step, total_steps, epochs=None):
@@ -154,6 +180,7 @@ class Run:
 
     def end_epoch(self, **extra):
         """Print and log the epoch summary (mean of each recorded value); redraw losses.png."""
+        self.read()
         means = {k: float(np.mean(v)) for k, v in self._epoch_values.items()}
         self.elapsed += time.perf_counter() - self._clock
         per_step = self._seconds_per_step()
@@ -176,7 +203,9 @@ class Run:
     def save(self, state, step, **extra):
         """Write <out>/checkpoint.npz atomically: `state` maps names to the run's stateful objects
         (models, optimizers, NumPy Generators), each stored as state_of(object); `extra` holds
-        plain values (numbers, arrays, dicts of them) stored as they are."""
+        plain values (numbers, arrays, dicts of them) stored as they are. The recorded values are
+        read first, so a nan loss stops the run before its weights are saved."""
+        self.read()
         elapsed = self.elapsed + (time.perf_counter() - self._clock if self._steps_timed else 0.0)
         own = {"format": FORMAT, "model": self.model, "config": vars(self.config),
                "step": int(step), "epoch": int(self.epochs_done), "elapsed": float(elapsed),
@@ -237,6 +266,18 @@ class Run:
 def command_line():
     """The command that started this process, as it could be typed again (report.html shows it)."""
     return "python " + shlex.join(sys.argv)
+
+
+def host_numbers(values):
+    """Python floats of `values`: numbers, or NumPy / CuPy 0-d arrays. The arrays are stacked where
+    they are and copied to the host in one transfer (nn.backend.to_numpy, called once)."""
+    arrays = [v for v in values if hasattr(v, "dtype")]
+    if not arrays:
+        return [float(v) for v in values]
+    on_gpu = [a for a in arrays if nn.backend.is_cupy_array(a)]
+    xp = nn.backend.get_array_module(on_gpu[0]) if on_gpu else np
+    read = iter(nn.backend.to_numpy(xp.stack([xp.asarray(a, dtype=np.float64) for a in arrays])))
+    return [float(next(read)) if hasattr(v, "dtype") else float(v) for v in values]
 
 
 def load_images(config):

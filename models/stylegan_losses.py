@@ -59,27 +59,27 @@ def discriminator_loss(discriminator, reals, fakes, resolution, alpha, loss="ns-
                        rng=None):
     """L_D for raw arrays `reals` and `fakes` (B, 1, R, R) (fakes already detached).
 
-    Returns (loss Tensor, dict of floats for the log)."""
+    Returns (loss Tensor, dict of 0-d arrays on the device for the log)."""
     real_t = nn.Tensor(reals, requires_grad=regularise and loss == "ns-r1")
     real_scores = discriminator(real_t, resolution, alpha)
     fake_scores = discriminator(nn.Tensor(fakes), resolution, alpha)
-    log = {"d_real": float(real_scores.data.mean()), "d_fake": float(fake_scores.data.mean())}
+    log = {"d_real": real_scores.data.mean(), "d_fake": fake_scores.data.mean()}
     if loss == "ns-r1":
         # E[softplus(D(G(z)))] + E[softplus(-D(x))]
         total = F.softplus(fake_scores).mean() + F.softplus(-real_scores).mean()
-        log["d_loss"] = float(total.data)
+        log["d_loss"] = total.data
         if regularise:
             penalty = r1_penalty(real_scores, real_t, gamma)
-            log["penalty"] = float(penalty.data)
+            log["penalty"] = penalty.data
             total = total + penalty * reg_every
     elif loss == "wgan-gp":
         # E[D(G(z))] - E[D(x)] + eps_drift E[D(x)^2]
         total = fake_scores.mean() - real_scores.mean() + (real_scores ** 2).mean() * drift
-        log["d_loss"] = float(total.data)
+        log["d_loss"] = total.data
         if regularise:
             x_hat = interpolates(reals, fakes, rng or np.random.default_rng())
             penalty = wgan_gradient_penalty(discriminator, x_hat, resolution, alpha, gp_weight)
-            log["penalty"] = float(penalty.data)
+            log["penalty"] = penalty.data
             total = total + penalty * reg_every
     else:
         raise ValueError(f"unknown loss {loss!r}: use one of {LOSSES}")

@@ -190,6 +190,7 @@ class VectorQuantizer(nn.Module):
             commitment_loss: mean |z - sg(e_k)|^2 (multiply by beta in the total loss)
             loss: codebook_loss + beta * commitment_loss
             perplexity: exp(-sum_j p_j log p_j), p_j = share of this batch's vectors using code j
+                        (a 0-d array on z's device)
         """
         n, d, h, w = z.shape
         z_last = z.transpose(0, 2, 3, 1)                           # (N, h, w, D)
@@ -219,10 +220,9 @@ class VectorQuantizer(nn.Module):
 
     # -- codebook maintenance (call once per training step, after the optimizer step) ---------
     def update(self, flat, codes, rng):
-        """EMA codebook update (if enabled) and dead-code restarts. Returns codes restarted."""
-        xp = nn.backend.get_array_module(flat)
+        """EMA codebook update (if enabled) and dead-code restarts. Returns how many codes were
+        restarted (a 0-d array on the device). Nothing is read back from the device."""
         counts = code_counts(codes, self.num_codes).astype(flat.dtype)
-        counts = xp.asarray(counts)
         self.usage.data[...] = self.decay * self.usage.data + (1 - self.decay) * counts
         if self.ema:
             self.ema_update(flat, codes, counts)
@@ -241,30 +241,41 @@ class VectorQuantizer(nn.Module):
         self.codebook.data[...] = self.ema_sum.data / smoothed[:, None]
 
     def restart_dead_codes(self, flat, rng):
-        """Move codes with usage < restart_threshold onto random rows of `flat` (recent z_e)."""
+        """Move codes with usage < restart_threshold onto random rows of `flat` (recent z_e).
+
+        Without reading anything back from the device (which would make the CPU wait for the
+        GPU): every code gets a candidate row, drawn on the host from `rng` (distinct rows when
+        there are enough), and xp.where keeps the candidates of the dead codes only. Returns how
+        many codes were restarted, a 0-d array on the device."""
         xp = nn.backend.get_array_module(flat)
-        dead = np.flatnonzero(nn.backend.to_numpy(self.usage.data) < self.restart_threshold)
-        if len(dead) == 0:
-            return 0
-        chosen = xp.asarray(rng.choice(len(flat), size=len(dead), replace=len(dead) > len(flat)))
-        self.codebook.data[dead] = flat[chosen]
-        self.usage.data[dead] = self.restart_threshold          # a fresh start, not dead at once
+        dead = self.usage.data < self.restart_threshold                          # (K,) bool
+        rows = rng.choice(len(flat), size=self.num_codes, replace=self.num_codes > len(flat))
+        candidates = flat[xp.asarray(rows)]                                      # (K, D)
+        self.codebook.data[...] = xp.where(dead[:, None], candidates, self.codebook.data)
+        threshold = np.float32(self.restart_threshold)       # a fresh start, not dead at once
+        self.usage.data[...] = xp.where(dead, threshold, self.usage.data)
         if self.ema:
-            self.ema_count.data[dead] = 1.0
-            self.ema_sum.data[dead] = flat[chosen]
-        return len(dead)
+            self.ema_count.data[...] = xp.where(dead, np.float32(1), self.ema_count.data)
+            self.ema_sum.data[...] = xp.where(dead[:, None], candidates, self.ema_sum.data)
+        return dead.sum()
 
 
 def code_counts(codes, num_codes):
-    """How many times each of the K codes occurs in an integer array (NumPy, length K)."""
-    return np.bincount(nn.backend.to_numpy(codes).reshape(-1), minlength=num_codes)
+    """How many times each of the K codes occurs in an integer array: (K,) int64, on the codes'
+    device. counts[j] = how many codes equal j, by comparing them all with 0..K-1 (np.bincount
+    would have to read the largest code back to the host first)."""
+    xp = nn.backend.get_array_module(codes)
+    return (codes.reshape(-1, 1) == xp.arange(num_codes)).sum(axis=0)
 
 
 def perplexity(counts):
-    """exp(entropy) of the code histogram: K if all codes are used equally, 1 if only one is."""
-    p = counts / max(counts.sum(), 1)
-    p = p[p > 0]
-    return float(np.exp(-(p * np.log(p)).sum()))
+    """exp(entropy) of the code histogram: K if all codes are used equally, 1 if only one is.
+
+    exp(-sum_j p_j log p_j), p_j = counts_j / sum(counts), with 0 log 0 = 0; a float32 0-d array
+    on the counts' device."""
+    xp = nn.backend.get_array_module(counts)
+    p = counts.astype(np.float32) / xp.maximum(counts.sum(), 1).astype(np.float32)
+    return xp.exp(-(p * xp.log(xp.where(p > 0, p, np.float32(1)))).sum())
 
 
 # ---- the whole model ----------------------------------------------------------------------------

@@ -3,10 +3,16 @@
 Op code never consults a global switch: it asks `get_array_module(array)` which library the
 array belongs to and uses that. Moving data from one device to another is always explicit
 (`Tensor.to("gpu")`, `Module.to("gpu")`), and an op that sees arrays from both is an error.
+
+The GPU needs CuPy 12 or newer (CUPY_FLOOR): an older CuPy is refused with a message naming its
+version, like a missing CuPy or a missing CUDA device.
 """
+import re
+
 import numpy as np
 
 DEVICES = ("cpu", "gpu")
+CUPY_FLOOR = 12   # oldest CuPy major version supported: ScatterAdd (nn/ops.py) needs cupy.add.at
 
 
 class DeviceError(RuntimeError):
@@ -27,6 +33,9 @@ def gpu_unavailable_reason():
     if cupy is None:
         return ("CuPy is not installed, so the GPU cannot be used. Install the CuPy build that "
                 "matches your CUDA version, e.g. `pip install cupy-cuda12x`, or use --device cpu.")
+    too_old = cupy_too_old(cupy.__version__)
+    if too_old:
+        return too_old
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CUDA driver missing or broken
@@ -35,6 +44,15 @@ def gpu_unavailable_reason():
     if count == 0:
         return "CuPy is installed but no CUDA device was found. Use --device cpu."
     return None
+
+
+def cupy_too_old(version):
+    """A message when CuPy `version` (e.g. "11.6.0") is older than CUPY_FLOOR, else None."""
+    found = re.match(r"\d+", str(version))
+    if found and int(found.group()) >= CUPY_FLOOR:
+        return None
+    return (f"CuPy {version} is installed, but braingen needs CuPy {CUPY_FLOOR} or newer (it uses "
+            "cupy.add.at). Upgrade it, e.g. `pip install -U cupy-cuda12x`, or use --device cpu.")
 
 
 def gpu_available():

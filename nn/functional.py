@@ -10,7 +10,7 @@ joining and padding, losses, then the StyleGAN helpers (pixel norm, minibatch st
 """
 import numpy as np
 
-from . import ops, plain
+from . import init, ops, plain
 from .arguments import int_pair
 from .backend import device_of, get_array_module
 from .conv import conv2d, conv_transpose2d  # noqa: F401  (re-exported: F.conv2d, F.conv_transpose2d)
@@ -382,37 +382,58 @@ def adain(x, scale, bias, eps=1e-5):
 
 # ---- dropout -----------------------------------------------------------------------------------
 
-_default_generators = {}  # one unseeded generator per array module, made on first use
+_gpu_generators = {}  # GPU number -> its one cuRAND generator, made on first use
 
 
-def _generator_for(xp, rng):
-    """A random generator that draws on x's device: `rng` itself, a new one seeded with the
-    int `rng`, or (rng=None) a module-wide unseeded one."""
+def _gpu_generator(xp, seed):
+    """This GPU's one random generator, reseeded with `seed` (a non-negative int).
+
+    A cuRAND Philox generator: counter-based, so reseeding it costs nothing, unlike creating a
+    generator (which allocates and initialises random states on the GPU)."""
+    device = xp.cuda.get_device_id()
+    if device not in _gpu_generators:
+        make = xp.random.RandomState          # imports cupy.cuda.curand too
+        _gpu_generators[device] = make(method=xp.cuda.curand.CURAND_RNG_PSEUDO_PHILOX4_32_10)
+    generator = _gpu_generators[device]
+    generator.seed(np.uint64(seed))
+    return generator
+
+
+def _uniform(shape, dtype, xp, rng=None):
+    """U[0, 1) values of `shape` on xp's device, from one generator per device.
+
+    rng=None draws from nn.init's shared generator (seeded by nn.manual_seed, saved by
+    nn.get_rng_state); an int is a seed (the same seed, the same values); a NumPy Generator is
+    drawn from. On the CPU the values come from that NumPy generator itself. On the GPU it gives
+    one seed for the GPU's one generator, so the NumPy generator's state still decides every
+    value and a checkpoint of it resumes exactly. A cupy.random Generator is drawn from as it is.
+    """
     if rng is None:
-        if xp.__name__ not in _default_generators:
-            _default_generators[xp.__name__] = xp.random.default_rng()
-        return _default_generators[xp.__name__]
+        rng = init.default_generator()
+    if xp is np:
+        if isinstance(rng, (int, np.integer)):
+            rng = np.random.default_rng(int(rng))
+        return rng.random(shape, dtype=dtype)
+    if isinstance(rng, np.random.Generator):
+        rng = int(rng.integers(2 ** 63))
     if isinstance(rng, (int, np.integer)):
-        return xp.random.default_rng(int(rng))
-    if xp is not np and isinstance(rng, np.random.Generator):
-        raise ValueError("dropout: a NumPy generator cannot draw the mask for a GPU tensor; pass "
-                         "an int seed or a cupy.random.Generator")
-    return rng
+        return _gpu_generator(xp, int(rng)).random_sample(shape, dtype=dtype)
+    return rng.random(shape, dtype=dtype)
 
 
 def dropout(x, p=0.5, training=True, rng=None):
     """Inverted dropout: y = x * mask / (1 - p), mask[i] = 0 with probability p, else 1.
 
     In eval (training=False) or with p = 0 it returns x unchanged. `rng` picks the random
-    source: an int seed (the same seed gives the same mask: reproducible, as in tests), a
-    numpy/cupy Generator matching x's device, or None for a module-wide unseeded generator.
+    source (see _uniform): None for nn.init's shared generator (so nn.manual_seed makes masks
+    repeatable), an int seed (the same seed gives the same mask: reproducible, as in tests), or
+    a generator. The mask is drawn on x's device.
     """
     if not 0 <= p < 1:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0:
         return x
-    xp = get_array_module(x.data)
-    uniform = _generator_for(xp, rng).random(x.shape, dtype=x.dtype)
+    uniform = _uniform(x.shape, x.dtype, get_array_module(x.data), rng)
     mask = (uniform >= p).astype(x.dtype)
     mask *= 1.0 / (1.0 - p)
     return _ScaleBy(mask)(x)
@@ -614,7 +635,8 @@ def _class_indices(target, logits):
         raise ValueError(f"cross_entropy: target must hold integer class indices, got "
                          f"{target.dtype}")
     classes = logits.shape[1]
-    if target.size and (int(target.min()) < 0 or int(target.max()) >= classes):
+    on_cpu = device_of(target) == "cpu"      # on the GPU see cross_entropy: no waiting for it
+    if on_cpu and target.size and (int(target.min()) < 0 or int(target.max()) >= classes):
         raise ValueError(f"cross_entropy: target values must lie in [0, {classes})")
     return target
 
@@ -622,7 +644,11 @@ def _class_indices(target, logits):
 def cross_entropy(logits, target, reduction="mean"):
     """Softmax cross-entropy: -log softmax(logits)[target] at every position, averaged over
     all N (x H x W) positions by default. logits (N, C) with target (N,), or (N, C, H, W)
-    with target (N, H, W); targets are integer class indices."""
+    with target (N, H, W); targets are integer class indices.
+
+    A target outside [0, C) is a ValueError on the CPU. On the GPU, checking that would make the
+    CPU wait for the GPU at every call, so such positions give a nan loss instead (like a CUDA
+    device-side assert in PyTorch, the error shows later; run.record stops training on it)."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got "
                          f"{reduction!r}")
@@ -635,6 +661,8 @@ def cross_entropy(logits, target, reduction="mean"):
     positions = [xp.arange(size).reshape((-1,) + (1,) * (target.ndim - 1 - k))
                  for k, size in enumerate(target.shape)]
     picked = log_probs[(positions[0], target) + tuple(positions[1:])]
+    if device_of(target) == "gpu":
+        picked = where((target >= 0) & (target < logits.shape[1]), picked, float("nan"))
     return _reduce(-picked, reduction)
 
 

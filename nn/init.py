@@ -8,7 +8,9 @@ Random numbers come from one NumPy generator shared by the whole library, so
 
 Values are always drawn on the CPU and then copied to the tensor's device, so a model gets the
 same weights on "cpu" and "gpu". Every function also takes `generator=` (an
-np.random.Generator) to use instead of the shared one.
+np.random.Generator) to use instead of the shared one. Dropout masks on the GPU are drawn there by
+one cuRAND generator per GPU, reseeded for each mask from this shared generator
+(nn/functional.py), so its state alone (`get_rng_state`) decides the masks on both devices.
 
 Fan-in and fan-out follow PyTorch: for a weight of shape (a, b, k1, k2, ...)
     fan_in = b * k1 * k2 * ...,   fan_out = a * k1 * k2 * ...

@@ -17,9 +17,10 @@ def pytest_addoption(parser):
                      help="run the device-aware tests on NumPy (cpu) or CuPy (gpu)")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def device(request):
-    """The device under test: "cpu", or "gpu" when --device gpu is given and CuPy works."""
+    """The device under test: "cpu", or "gpu" when --device gpu is given and CuPy works (one
+    value for the whole session, so module-scoped fixtures such as a shared run can use it)."""
     name = request.config.getoption("--device")
     if name == "gpu":
         reason = nn.backend.gpu_unavailable_reason()

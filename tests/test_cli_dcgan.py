@@ -1,4 +1,5 @@
-"""train_dcgan.py and generate.py as a user runs them: real subprocesses on tiny settings."""
+"""train_dcgan.py and generate.py as a user runs them: real subprocesses on tiny settings, on the
+device under test (`pytest --device gpu` runs them on CuPy)."""
 import json
 import os
 import signal
@@ -28,8 +29,8 @@ def run(script, *args, check=True):
     return result
 
 
-def train(out, *args, check=True):
-    return run("train_dcgan.py", "--out", out, *TINY, *args, check=check)
+def train(out, *args, device="cpu", check=True):
+    return run("train_dcgan.py", "--out", out, *TINY, "--device", device, *args, check=check)
 
 
 def assert_same_weights(path_a, path_b):
@@ -54,10 +55,10 @@ def assert_clean_error(result, code, *phrases):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One tiny complete run, shared by the tests that only read its outputs."""
+def finished(tmp_path_factory, device):
+    """One tiny complete run on the device under test, shared by the tests that read its outputs."""
     out = tmp_path_factory.mktemp("runs") / "dcgan"
-    result = train(out, "--epochs", "2", "--steps-per-epoch", "3")
+    result = train(out, "--epochs", "2", "--steps-per-epoch", "3", device=device)
     return out, result
 
 
@@ -85,17 +86,31 @@ def test_a_tiny_run_writes_every_output(finished):
     assert json.load(open(out / "config.json"))["image_size"] == 16
 
 
-def test_resume_equals_an_uninterrupted_run(finished, tmp_path):
+def test_a_checkpoint_holds_only_numpy_arrays(finished):
+    """Whatever the device, a checkpoint is plain NumPy: np.load reads every member without
+    pickle, and the weights are float32."""
     out, _ = finished
-    train(tmp_path / "split", "--epochs", "1", "--steps-per-epoch", "3")
-    resumed = train(tmp_path / "split", "--epochs", "2", "--resume")
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as members:
+        for name in members.files:
+            value = members[name]
+            assert type(value) is np.ndarray and value.dtype != object, name
+            if name.startswith(("generator/", "discriminator/")) and value.dtype.kind == "f":
+                assert value.dtype == np.float32, name
+    loaded = experiment.load_checkpoint(out / "checkpoint.npz", "dcgan")
+    assert all(type(v) is np.ndarray for v in loaded["generator"].values())
+
+
+def test_resume_equals_an_uninterrupted_run(finished, tmp_path, device):
+    out, _ = finished
+    train(tmp_path / "split", "--epochs", "1", "--steps-per-epoch", "3", device=device)
+    resumed = train(tmp_path / "split", "--epochs", "2", "--resume", device=device)
     assert "resumed from" in resumed.stdout
     assert_same_weights(out / "checkpoint.npz", tmp_path / "split" / "checkpoint.npz")
     assert sorted(os.listdir(tmp_path / "split" / "samples")) == ["epoch_001.png", "epoch_002.png"]
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_result(tmp_path):
-    args = ["--epochs", "2", "--steps-per-epoch", "40"]
+def test_ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_result(tmp_path, device):
+    args = ["--epochs", "2", "--steps-per-epoch", "40", "--device", device]
     straight = tmp_path / "straight"
     train(straight, *args)
     cut = tmp_path / "cut"
@@ -111,8 +126,23 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_result(tmp_path):
     assert "Traceback" not in stderr and "checkpoint saved" in stderr and "--resume" in stderr
     saved = experiment.load_checkpoint(cut / "checkpoint.npz", "dcgan")
     assert 40 <= saved["step"] < 80                   # stopped part-way, after a finished step
-    train(cut, "--epochs", "2", "--resume")
+    train(cut, "--epochs", "2", "--resume", device=device)
     assert_same_weights(straight / "checkpoint.npz", cut / "checkpoint.npz")
+
+
+def test_a_gpu_checkpoint_resumes_on_the_cpu(tmp_path, device):
+    if device != "gpu":
+        pytest.skip("needs a GPU checkpoint: run with --device gpu")
+    out = tmp_path / "moved"
+    train(out, "--epochs", "1", "--steps-per-epoch", "3", device="gpu")
+    resumed = train(out, "--epochs", "2", "--resume", device="cpu")
+    assert "resumed from" in resumed.stdout and "on cpu" in resumed.stdout
+    checkpoint = experiment.load_checkpoint(out / "checkpoint.npz", "dcgan")
+    assert checkpoint["step"] == 6 and checkpoint["config"]["device"] == "cpu"
+    assert len(checkpoint["history"]["loss_d"]) == 6
+    assert np.isfinite(checkpoint["history"]["loss_g"]).all()
+    with open(out / "metrics.jsonl") as f:
+        assert [json.loads(line)["event"] for line in f][-3:] == ["resume", "epoch", "report"]
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
@@ -151,10 +181,10 @@ def test_a_missing_data_folder_is_a_clear_error(tmp_path):
     assert "no-such-folder" in result.stderr
 
 
-def test_generate_writes_n_images_a_grid_and_metrics(finished, tmp_path):
+def test_generate_writes_n_images_a_grid_and_metrics(finished, tmp_path, device):
     out, _ = finished
     result = run("generate.py", "--checkpoint", out / "checkpoint.npz", "--n", "5", "--seed", "1",
-                 "--out", tmp_path / "gen", "--metrics")
+                 "--out", tmp_path / "gen", "--metrics", "--device", device)
     files = sorted(os.listdir(tmp_path / "gen"))
     assert [f for f in files if f.startswith("img_")] == [f"img_{i:04d}.png" for i in range(5)]
     assert "grid.png" in files and "metrics.json" in files
@@ -163,7 +193,7 @@ def test_generate_writes_n_images_a_grid_and_metrics(finished, tmp_path):
     assert report["n_samples"] == 5 and report["model"] == "dcgan" and report["step"] == 6
     assert "nearest-neighbour SSIM" in result.stdout
     again = run("generate.py", "--checkpoint", out / "checkpoint.npz", "--n", "5", "--seed", "1",
-                "--out", tmp_path / "again")
+                "--out", tmp_path / "again", "--device", device)
     assert again.returncode == 0
     assert (Image.open(tmp_path / "gen" / "grid.png").tobytes()
             == Image.open(tmp_path / "again" / "grid.png").tobytes())     # seeded
@@ -172,7 +202,8 @@ def test_generate_writes_n_images_a_grid_and_metrics(finished, tmp_path):
     assert_clean_error(wrong, 2, "dcgan checkpoints do not take --truncation")
 
 
-def test_a_nan_loss_stops_clearly_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+def test_a_nan_loss_stops_clearly_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys,
+                                                                     device):
     import train_dcgan
     real_step, calls = train_dcgan.train_step, []
 
@@ -182,7 +213,7 @@ def test_a_nan_loss_stops_clearly_and_keeps_the_last_good_checkpoint(tmp_path, m
         return dict(losses, loss_g=float("nan")) if len(calls) == 5 else losses
     monkeypatch.setattr(train_dcgan, "train_step", fails_at_step_5)
     monkeypatch.setattr(sys, "argv", ["train_dcgan.py", "--out", str(tmp_path), *TINY,
-                                      "--epochs", "3", "--steps-per-epoch", "3"])
+                                      "--epochs", "3", "--steps-per-epoch", "3", "--device", device])
     previous = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit) as caught:

@@ -1,6 +1,7 @@
 """train_stylegan.py and generate.py as a user runs them: tiny progressive runs (8x8 -> 16x16) in
 subprocesses. Schedule used here: 8 images a step, 8x8 for steps 0-2, 16x16 from step 3 with a
-fade-in over steps 3-4; epochs of 2 steps, so epoch 2 ends in the middle of the 16x16 fade."""
+fade-in over steps 3-4; epochs of 2 steps, so epoch 2 ends in the middle of the 16x16 fade. On the
+device under test (`pytest --device gpu` runs them on CuPy)."""
 import json
 import os
 import subprocess
@@ -28,15 +29,15 @@ def run(script, *args, check=True):
     return result
 
 
-def train(out, *args, check=True):
-    return run("train_stylegan.py", "--out", out, *TINY, *args, check=check)
+def train(out, *args, device="cpu", check=True):
+    return run("train_stylegan.py", "--out", out, *TINY, "--device", device, *args, check=check)
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, device):
     """One uninterrupted tiny run of 3 epochs (6 steps), shared by the tests below."""
     out = tmp_path_factory.mktemp("runs") / "stylegan"
-    return out, train(out, "--epochs", "3")
+    return out, train(out, "--epochs", "3", device=device)
 
 
 def test_a_tiny_progressive_run_writes_every_output(finished):
@@ -70,14 +71,14 @@ def test_a_tiny_progressive_run_writes_every_output(finished):
     assert "reached 16x16" in result.stdout and "nearest-neighbour SSIM" in result.stdout
 
 
-def test_resuming_in_the_middle_of_a_phase_equals_an_uninterrupted_run(finished, tmp_path):
+def test_resuming_in_the_middle_of_a_phase_equals_an_uninterrupted_run(finished, tmp_path, device):
     out, _ = finished
     part = tmp_path / "part"
-    first = train(part, "--epochs", "2")                       # stops after step 4: fading in 16x16
+    first = train(part, "--epochs", "2", device=device)        # stops after step 4: fading in 16x16
     assert "reached 16x16" in first.stdout
     halfway = experiment.load_checkpoint(part / "checkpoint.npz", "stylegan")
     assert halfway["step"] == 4 and int(halfway["resolution"]) == 16
-    resumed = train(part, "--epochs", "3", "--resume")
+    resumed = train(part, "--epochs", "3", "--resume", device=device)
     assert "resumed from" in resumed.stdout and "at step 4" in resumed.stdout
     a = experiment.load_checkpoint(part / "checkpoint.npz", "stylegan")
     b = experiment.load_checkpoint(out / "checkpoint.npz", "stylegan")
@@ -93,10 +94,10 @@ def test_resuming_in_the_middle_of_a_phase_equals_an_uninterrupted_run(finished,
     np.testing.assert_array_equal(a["history"]["d_loss"], b["history"]["d_loss"])
 
 
-def test_generate_draws_from_a_stylegan_checkpoint_with_truncation(finished, tmp_path):
+def test_generate_draws_from_a_stylegan_checkpoint_with_truncation(finished, tmp_path, device):
     out, _ = finished
     result = run("generate.py", "--checkpoint", out / "checkpoint.npz", "--n", "5",
-                 "--truncation", "0.5", "--out", tmp_path / "gen")
+                 "--truncation", "0.5", "--out", tmp_path / "gen", "--device", device)
     files = sorted(os.listdir(tmp_path / "gen"))
     assert files == ["grid.png"] + [f"img_{i:04d}.png" for i in range(5)], result.stdout
     assert Image.open(tmp_path / "gen" / "img_0000.png").size == (16, 16)

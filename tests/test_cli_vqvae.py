@@ -1,5 +1,6 @@
 """train_vqvae.py end to end through the command line, at tiny sizes: every stage writes its outputs,
-each stage resumes to the same result as an uninterrupted run, generate.py reads the checkpoint."""
+each stage resumes to the same result as an uninterrupted run, generate.py reads the checkpoint;
+on the device under test (`pytest --device gpu` runs them on CuPy)."""
 import json
 import os
 import signal
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 
 import nn
+
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--channels", "8", "--res-channels", "4", "--res-blocks", "1",
@@ -26,8 +29,8 @@ def run(script, *args, expect=0):
     return result.stdout + result.stderr
 
 
-def train(out, *args, expect=0):
-    return run("train_vqvae.py", "--out", str(out), *TINY, *args, expect=expect)
+def train(out, *args, device="cpu", expect=0):
+    return run("train_vqvae.py", "--out", str(out), *TINY, "--device", device, *args, expect=expect)
 
 
 def events(out):
@@ -36,10 +39,10 @@ def events(out):
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
+def full_run(tmp_path_factory, device):
     """All three stages uninterrupted: 4 VQ-VAE epochs, 4 prior epochs (2 steps each), sampling."""
     out = tmp_path_factory.mktemp("vqvae_full")
-    text = train(out, "--epochs", "4", "--prior-epochs", "4")
+    text = train(out, "--epochs", "4", "--prior-epochs", "4", device=device)
     return out, text
 
 
@@ -63,12 +66,13 @@ def test_every_stage_writes_its_outputs(full_run):
     assert "held-out reconstruction SSIM" in text and "nearest-neighbour SSIM" in text
 
 
-def interrupt_after_first_epoch(out, *args):
+def interrupt_after_first_epoch(out, device, *args):
     """Start a training run, press Ctrl-C (SIGINT) once its first epoch line appears; the run must
     save a checkpoint and exit with code 130."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=ROOT)
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train_vqvae.py"), "--out",
-                                str(out), *TINY, *args], cwd=ROOT, env=env, text=True,
+                                str(out), *TINY, "--device", device, *args], cwd=ROOT, env=env,
+                               text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = []
     for line in process.stdout:
@@ -81,26 +85,26 @@ def interrupt_after_first_epoch(out, *args):
     assert "checkpoint saved" in "".join(lines)
 
 
-def test_each_stage_resumes_to_the_uninterrupted_result(full_run, tmp_path):
+def test_each_stage_resumes_to_the_uninterrupted_result(full_run, tmp_path, device):
     out, _ = full_run
     reference = nn.load(os.path.join(out, "checkpoint.npz"))
     part = tmp_path / "parts"
     schedule = ["--epochs", "4", "--prior-epochs", "4"]
 
-    interrupt_after_first_epoch(part, "--stage", "vqvae", *schedule)
-    train(part, "--stage", "vqvae", "--resume", *schedule)
+    interrupt_after_first_epoch(part, device, "--stage", "vqvae", *schedule)
+    train(part, "--stage", "vqvae", "--resume", *schedule, device=device)
     resumed = nn.load(os.path.join(part, "checkpoint.npz"))
     for name, value in reference["vqvae"].items():
         np.testing.assert_array_equal(resumed["vqvae"][name], value, err_msg=name)
 
-    interrupt_after_first_epoch(part, "--stage", "prior", *schedule)
-    train(part, "--stage", "prior", *schedule)
+    interrupt_after_first_epoch(part, device, "--stage", "prior", *schedule)
+    train(part, "--stage", "prior", *schedule, device=device)
     resumed = nn.load(os.path.join(part, "checkpoint.npz"))
     for name, value in reference["prior"].items():
         np.testing.assert_array_equal(resumed["prior"][name], value, err_msg=name)
     assert int(resumed["step"]) == int(reference["step"]) == 16
 
-    train(part, "--stage", "sample", *schedule)
+    train(part, "--stage", "sample", *schedule, device=device)
     for i in range(4):
         name = f"samples/img_{i:04d}.png"
         with open(os.path.join(out, name), "rb") as a, open(os.path.join(part, name), "rb") as b:
@@ -112,9 +116,9 @@ def test_prior_stage_needs_a_trained_vqvae(tmp_path):
     assert "no checkpoint" in text and "Traceback" not in text
 
 
-def test_generate_reads_the_checkpoint(full_run, tmp_path):
+def test_generate_reads_the_checkpoint(full_run, tmp_path, device):
     out, _ = full_run
     text = run("generate.py", "--checkpoint", os.path.join(out, "checkpoint.npz"), "--n", "3",
-               "--out", str(tmp_path / "generated"), "--temperature", "0.5")
+               "--out", str(tmp_path / "generated"), "--temperature", "0.5", "--device", device)
     assert os.path.exists(tmp_path / "generated" / "img_0002.png"), text
     assert os.path.exists(tmp_path / "generated" / "grid.png")

@@ -120,7 +120,9 @@ def test_gpu_without_cupy_says_how_to_install_it(monkeypatch):
 
 
 def test_batches_on_the_device(device):
-    """With `pytest --device gpu` (and CuPy), batches arrive as CuPy arrays equal to the CPU ones."""
+    """With `pytest --device gpu` (and CuPy), batches are augmented on the GPU and arrive as CuPy
+    arrays equal to the CPU ones of the same seed, up to float rounding: every random number is
+    drawn on the host in the same order on both devices."""
     images = toy_images(8)
     cpu = all_batches(data.BatchLoader(images, batch_size=4, seed=2), 0)
     here = list(data.BatchLoader(images, batch_size=4, seed=2, device=device).epoch(0))

@@ -217,15 +217,38 @@ def test_older_checkpoints_hold_the_generator_state_as_a_dict():
 
 # ---- the run: records, epochs, Ctrl-C ---------------------------------------------------------------
 
-def test_a_non_finite_loss_stops_with_a_message_naming_it(tmp_path):
+def test_a_non_finite_loss_stops_naming_the_first_bad_step_when_the_values_are_read(tmp_path):
     run = experiment.Run(make_parser(out=str(tmp_path)).parse_args([]), "dcgan", "cpu")
     run.begin_epoch(0, 0, 10, 10)
-    run.record(1, loss_d=0.5, loss_g=1.0)
+    run.record(1, loss_d=np.float32(0.5), loss_g=np.array(1.0, np.float32))
+    run.record(2, loss_d=0.5, loss_g=np.array(np.nan, np.float32))    # not read yet: no error
+    run.record(3, loss_d=float("inf"), loss_g=1.0)
     with pytest.raises(experiment.NonFiniteLoss, match="loss_g became nan at step 2"):
-        run.record(2, loss_d=0.5, loss_g=float("nan"))
-    with pytest.raises(experiment.NonFiniteLoss, match="inf"):
-        run.record(2, loss_d=float("inf"), loss_g=1.0)
-    assert run.history["step"] == [1]
+        run.read()
+    assert run.history["step"] == [1] and run.history["loss_g"] == [1.0]
+    run.record(4, loss_d=float("inf"), loss_g=1.0)
+    with pytest.raises(experiment.NonFiniteLoss, match="loss_d became inf at step 4"):
+        run.save({}, 4)                               # read before writing: no checkpoint
+    assert not os.path.exists(run.checkpoint_path)
+
+
+def test_recorded_values_are_read_every_read_every_steps_in_one_transfer(tmp_path, monkeypatch):
+    reads = []
+    to_numpy = nn.backend.to_numpy
+    monkeypatch.setattr(nn.backend, "to_numpy", lambda a: reads.append(a.shape) or to_numpy(a))
+    run = experiment.Run(make_parser(out=str(tmp_path), epochs=1).parse_args([]), "dcgan", "cpu")
+    run.read_every = 4
+    run.begin_epoch(0, 0, 10, 10)
+    for step in range(1, 11):
+        run.record(step, loss=np.array(step, np.float32), count=np.array(step * 2), rate=0.5)
+        assert len(run.history.get("step", [])) == step // 4 * 4    # read at steps 4 and 8
+    assert reads == [(8,), (8,)]                  # 2 arrays x 4 steps, each time ONE transfer
+    run.end_epoch()                                 # reads steps 9 and 10
+    assert reads == [(8,), (8,), (4,)]
+    assert run.history["step"] == list(range(1, 11))
+    assert run.history["loss"] == [float(s) for s in range(1, 11)]
+    assert run.history["count"][-1] == 20.0 and run.history["rate"] == [0.5] * 10
+    assert all(type(v) is float for v in run.history["loss"])
 
 
 def test_end_epoch_logs_means_and_draws_the_loss_plot(tmp_path, capsys):

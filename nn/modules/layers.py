@@ -158,9 +158,10 @@ class Dropout(Module):
     """In training mode, zero each element with probability p and scale the rest by 1/(1-p);
     in eval mode, the identity.
 
-    Randomness: each call draws a seed for F.dropout from `generator` (an np.random.Generator)
-    when given, otherwise from nn.init's shared generator, so nn.manual_seed makes the masks
-    repeatable on both devices (the mask itself is drawn on the input's device).
+    Randomness: masks are drawn from `generator` (an np.random.Generator) when given, otherwise
+    from nn.init's shared generator, so nn.manual_seed makes them repeatable and
+    nn.get_rng_state / nn.set_rng_state save and restore them. On the GPU that generator gives
+    a seed for the GPU's one cuRAND generator, which draws the mask there (F.dropout).
     """
 
     def __init__(self, p=0.5, generator=None):
@@ -173,9 +174,7 @@ class Dropout(Module):
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        generator = self.generator if self.generator is not None else init.default_generator()
-        seed = int(generator.integers(2 ** 63))
-        return F.dropout(x, self.p, training=True, rng=seed)
+        return F.dropout(x, self.p, training=True, rng=self.generator)
 
     def extra_repr(self):
         return f"p={self.p}"
