@@ -115,6 +115,31 @@ def ours(layer, xp, rng):
     return step
 
 
+def products_only(layer, xp, rng):
+    """The three matrix products of a conv layer's forward + backward and nothing else, in im2col
+    form, with the columns already built and every output preallocated: a lower bound for any
+    implementation built on this BLAS (stride-1 conv2d layers only)."""
+    name, transposed, cin, cout, size, k, s, p, batch = layer
+    if transposed or s != 1:
+        raise SystemExit(f"--products-only: {name} is not a stride-1 conv2d (use --layers 3x3)")
+    out = output_size(False, size, k, s, p)
+    rows = batch * out * out
+
+    def array(*shape):
+        return xp.asarray(rng.standard_normal(shape).astype(np.float32))
+    cols, w = array(rows, k * k * cin), array(k * k * cin, cout)       # forward: cols @ W
+    gy_cols, w_t = array(rows, k * k * cout), array(k * k * cout, cin)  # input gradient
+    gy = array(rows, cout)                                              # weight gradient: gy.T @ cols
+    y, gx, gw = (xp.empty(shape, np.float32) for shape in
+                 [(rows, cout), (rows, cin), (cout, k * k * cin)])
+
+    def step():
+        xp.matmul(cols, w, out=y)
+        xp.matmul(gy_cols, w_t, out=gx)
+        xp.matmul(gy.T, cols, out=gw)
+    return step
+
+
 def pytorch(layer, torch, device, rng):
     name, transposed, cin, cout, size, k, s, p, batch = layer
     out = output_size(transposed, size, k, s, p)
@@ -154,6 +179,9 @@ def main():
     parser.add_argument("--layers", choices=sorted(LAYER_SETS), default="dcgan",
                         help="which layer shapes (default: %(default)s)")
     parser.add_argument("--only", help="substring of the layer names to run, e.g. 'D'")
+    parser.add_argument("--products-only", action="store_true",
+                        help="time only our three matrix products per layer (columns prebuilt, "
+                             "outputs preallocated): the floor under any NumPy implementation")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     xp = array_module_for(args.device)
@@ -172,7 +200,8 @@ def main():
         torch.set_num_threads(THREADS)
         torch_sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
 
-    steps = {layer: [ours(layer, xp, rng)] for layer in layers}
+    make_ours = products_only if args.products_only else ours
+    steps = {layer: [make_ours(layer, xp, rng)] for layer in layers}
     if torch is not None:
         for layer in layers:
             steps[layer].append(pytorch(layer, torch, torch_device, rng))
@@ -187,7 +216,8 @@ def main():
                 if repeat >= 2:
                     times[layer][i].append(seconds)
 
-    print(f"conv forward+backward (input and weight gradients), float32, device {args.device}, "
+    print(("the 3 matrix products alone (ours), " if args.products_only else "")
+          + f"conv forward+backward (input and weight gradients), float32, device {args.device}, "
           f"{args.statistic} of {args.repeats}" + (", process CPU time" if args.cpu_time else ", wall time"))
     print(machine.header() + (f"; PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
                               if torch else "; PyTorch not installed")
