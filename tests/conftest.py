@@ -3,7 +3,9 @@
 `python -m pytest --device gpu` runs the device-aware tests on CuPy; without CuPy or a CUDA
 device those tests are skipped (not failed). The default is the CPU (NumPy).
 """
+import os
 import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -32,6 +34,19 @@ def device(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(script, *args, check=True):
+    """`python <script> args` from the repository root, as a user runs it (a real subprocess);
+    with check=True a non-zero exit fails the test with the script's output."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def tensor(array, device="cpu", requires_grad=False):

@@ -10,23 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import ROOT, run_script as run
 import experiment
 import nn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--ngf", "4", "--ndf", "4", "--nz", "8", "--batch-size", "8",
         "--samples", "8", "--seed", "3", "--dropout", "0.2",   # dropout: its RNG must resume too
         "--real-label", "0.9", "--lr-d", "1e-4"]
 
 pytestmark = pytest.mark.slow
-
-
-def run(script, *args, check=True):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{script} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def train(out, *args, device="cpu", check=True):

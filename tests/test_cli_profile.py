@@ -1,12 +1,8 @@
 """--profile N on every training script: N steps timed op by op, the table printed and saved as
 profile.txt in --out, and the run stops without training on (no checkpoint)."""
-import os
-import subprocess
-import sys
-
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import run_script
 TINY = {
     "train_dcgan.py": ["--image-size", "16", "--ngf", "4", "--ndf", "4", "--nz", "8",
                        "--batch-size", "8", "--samples", "8"],
@@ -24,10 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_profile_writes_the_table_and_stops(script, tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script), "--out", str(out),
-                             "--profile", "2", *TINY[script]],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stderr
+    result = run_script(script, "--out", out, "--profile", "2", *TINY[script])
     table = (out / "profile.txt").read_text()
     assert table.strip() in result.stdout                    # printed and saved alike
     assert "Conv2d" in table and "wall time" in table         # an op row and the total

@@ -4,29 +4,19 @@ fade-in over steps 3-4; epochs of 2 steps, so epoch 2 ends in the middle of the 
 device under test (`pytest --device gpu` runs them on CuPy)."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_script as run
 import experiment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--batch-size", "8", "--steps-per-epoch", "2",
         "--phase-images", "24", "--fade-images", "16", "--fmap-base", "32", "--fmap-max", "8",
         "--z-dim", "8", "--w-dim", "8", "--samples", "8", "--seed", "2", "--reg-every", "2"]
 
 pytestmark = pytest.mark.slow
-
-
-def run(script, *args, check=True):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{script} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def train(out, *args, device="cpu", check=True):
