@@ -3,6 +3,7 @@
     python generate.py --checkpoint runs/dcgan/checkpoint.npz --n 64 --seed 0 --out generated
     python generate.py --checkpoint runs/dcgan/checkpoint.npz --metrics
     python generate.py --checkpoint runs/stylegan/checkpoint.npz --truncation 0.7
+    python generate.py --checkpoint runs/vqvae/checkpoint.npz --level 3   # slices of one level
 
 Writes <out>/img_0000.png ... img_<n-1>.png and <out>/grid.png; with --metrics also
 <out>/metrics.json (nearest-neighbour SSIM against the run's training images, and diversity).
@@ -12,7 +13,8 @@ A checkpoint records its model ("model": "dcgan" | "vqvae" | "stylegan") and its
 
     sample(checkpoint, n, seed, device, **options) -> float32 NumPy array (n, 1, S, S) in [-1, 1]
 
---truncation and --temperature are passed only when given, and only to the model that takes them.
+--truncation, --temperature and --level are passed only when given, and only to the model that
+takes them.
 """
 import json
 import math
@@ -24,10 +26,11 @@ from evaluation import ssim
 from experiment import pictures
 from experiment.files import atomic_write
 from experiment.memory import BASE_BYTES, available_bytes
-from models import dcgan, stylegan, vqvae
+from models import dcgan, settings, stylegan, vqvae
 
 SAMPLERS = {"dcgan": dcgan.sample, "vqvae": vqvae.sample, "stylegan": stylegan.sample}
-OPTIONS = {"dcgan": (), "vqvae": ("temperature",), "stylegan": ("truncation",)}  # flags each takes
+OPTIONS = {"dcgan": (), "vqvae": ("temperature", "level"),
+           "stylegan": ("truncation",)}  # the flags each takes
 
 
 def flags():
@@ -44,7 +47,11 @@ def flags():
     p.add_argument("--strict", action="store_true", help="--metrics: stop at the first unreadable "
                    "training image instead of skipping it with a warning")
     p.add_argument("--truncation", type=float, default=None, help="StyleGAN truncation psi")
-    p.add_argument("--temperature", type=float, default=None, help="PixelCNN sampling temperature")
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"PixelCNN sampling temperature (default: {vqvae.TEMPERATURE})")
+    p.add_argument("--level", type=int, default=None, help="VQ-VAE with a conditional prior: "
+                   "draw slices of this level only, 0 (lowest) .. --prior-levels - 1 (default: "
+                   "all levels evenly)")
     return p
 
 
@@ -76,7 +83,7 @@ def check_memory(n, size):
 
 def chosen_options(args, model):
     """The sampling options given on the command line; one the model does not take is an error."""
-    given = {name: getattr(args, name) for name in ("truncation", "temperature")
+    given = {name: getattr(args, name) for name in ("truncation", "temperature", "level")
              if getattr(args, name) is not None}
     for name in given:
         if name not in OPTIONS[model]:
@@ -95,6 +102,11 @@ def generate():
                                          f"(known: {', '.join(SAMPLERS)})")
     options = chosen_options(args, model)
     config = checkpoint["config"]
+    if "level" in options:                      # one the prior does not know: exit 2
+        try:
+            vqvae.level_labels(config, args.n, options["level"])
+        except settings.SettingsError as error:
+            raise experiment.ExperimentError(str(error), code=2) from None
     check_memory(args.n, int(config["image_size"]))
     if args.metrics:                  # the training images must be there before anything is drawn
         try:

@@ -39,16 +39,18 @@ def dcgan_steps(cfg, real, steps):
 
 
 def vqvae_steps(cfg, real, steps):
-    """Stage 1 (the VQ-VAE) and stage 2 (the prior, on random code maps): the larger peak counts."""
+    """Stage 1 (the VQ-VAE) and stage 2 (the prior, on random code maps and levels, at
+    --prior-batch-size): the larger peak counts."""
     model, prior = vqvae.build(cfg)
     optimizer = nn.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     prior_optimizer = nn.optim.Adam(prior.parameters(), lr=cfg.prior_lr)
     rng = np.random.default_rng(0)
     for _ in range(steps):
         train_vqvae.vqvae_step(model, optimizer, nn.Tensor(real), rng)
-    side = vqvae.code_side(cfg)
+    side, n = vqvae.code_side(cfg), cfg.prior_batch_size
     for _ in range(steps):
-        loss = prior.loss(rng.integers(0, cfg.codes, (cfg.batch_size, side, side)))
+        labels = rng.integers(0, cfg.prior_levels, n) if cfg.prior_levels else None
+        loss = prior.loss(rng.integers(0, cfg.codes, (n, side, side)), labels)
         prior_optimizer.zero_grad()
         loss.backward()
         prior_optimizer.step()

@@ -28,6 +28,12 @@ with s a learned (E, h, w) map and V 1x1 convolutions). Convolutions are transla
 and only the top and left borders are visible through the padding, so without it the prior cannot
 tell row 14 from row 10; brain slices, and the VQ-VAE's background codes near the frame, depend on
 where they are. s does not depend on any code, so causality is untouched.
+With `levels` = L > 0 the prior is also class-conditional (Sec. 2.3, eq. 4):
+
+    y = tanh(W_f * x + V_f^T h) * sigmoid(W_g * x + V_g^T h),     h = one_hot(label) of L classes,
+
+so V^T h is a learned bias per class and gate channel, the same at every position (here the class
+is the slice's level, data/levels.py). It too is independent of the codes: causality holds.
 The horizontal stack ends with a 1x1 convolution and a residual connection (except in the first
 layer). Causality is enforced by padding only at the top and left and cropping, instead of masks.
 A head (ReLU, 1x1, ReLU, 1x1) maps h to K logits per position; training minimises the cross
@@ -52,10 +58,20 @@ def shift_down(x):
     return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
 
 
+def per_image(x):
+    """(N, C) -> (N, C, 1, 1), to add a per-image vector at every position of a (N, C, H, W) map."""
+    return x.reshape(*x.shape, 1, 1)
+
+
+def even_levels(n, levels):
+    """n labels that cover 0..levels-1 evenly, in order: level l for samples l n / L .. (l+1) n / L."""
+    return np.arange(n) * levels // n
+
+
 class GatedLayer(nn.Module):
     """One layer of the two stacks (paper Fig. 2). `first=True` makes it the mask-A layer."""
 
-    def __init__(self, channels, kernel, first=False, position_channels=0):
+    def __init__(self, channels, kernel, first=False, position_channels=0, levels=0):
         super().__init__()
         self.first, self.half = first, kernel // 2
         width = self.half if first else self.half + 1   # first layer: strictly left of j
@@ -67,8 +83,14 @@ class GatedLayer(nn.Module):
             self.position_to_vertical = nn.Conv2d(position_channels, 2 * channels, 1)
             self.position_to_horizontal = nn.Conv2d(position_channels, 2 * channels, 1)
         self.conditioned = bool(position_channels)
+        if levels:              # V_f^T h and V_g^T h of eq. 4: a learned bias per class and gate
+            self.level_to_vertical = nn.Linear(levels, 2 * channels, bias=False)
+            self.level_to_horizontal = nn.Linear(levels, 2 * channels, bias=False)
+        self.levels = levels
 
-    def forward(self, v, h, position=None):
+    def forward(self, v, h, position=None, level=None):
+        """v, h (N, C, H, W) -> (v', h'). position: the (1, E, H, W) map s; level: the (N, L)
+        class vectors h of eq. 4 (one-hot rows); each only when the layer was built for it."""
         height, width = v.shape[2:]
         k = self.half
         # rows i-k .. i, columns j-k .. j+k: pad k rows on top and k columns on each side
@@ -79,6 +101,9 @@ class GatedLayer(nn.Module):
         if self.conditioned:
             v_pre = v_pre + self.position_to_vertical(position)
             h_pre = h_pre + self.position_to_horizontal(position)
+        if self.levels:       # + V^T h, one (2C,) bias per image, broadcast over the positions
+            v_pre = v_pre + per_image(self.level_to_vertical(level))
+            h_pre = h_pre + per_image(self.level_to_horizontal(level))
         h_out = self.horizontal_out(gate(h_pre))
         if not self.first:
             h_out = h_out + h
@@ -92,13 +117,14 @@ class GatedPixelCNN(nn.Module):
     kernel of `first_kernel`, the others `kernel`). map_size: (h, w) of the code maps, to learn a
     position map s of `position_channels` channels that conditions every gate (None: no s; maps
     of any size then work). A map smaller than map_size uses its top-left part (sampling runs on
-    the top rows only).
+    the top rows only). levels: L classes for eq. 4 (0: unconditional); every call then takes
+    `labels`, one integer in 0..L-1 per code map.
     """
 
     def __init__(self, num_codes=128, channels=64, n_layers=8, kernel=3, first_kernel=7,
-                 map_size=None, position_channels=8):
+                 map_size=None, position_channels=8, levels=0):
         super().__init__()
-        self.num_codes = num_codes
+        self.num_codes, self.levels = num_codes, levels
         self.embedding = nn.Parameter(np.zeros((num_codes, channels), np.float32))
         nn.init.normal_(self.embedding)
         self.position = None
@@ -106,8 +132,10 @@ class GatedPixelCNN(nn.Module):
             self.position = nn.Parameter(np.zeros((1, position_channels, *map_size), np.float32))
             nn.init.normal_(self.position)
         e = position_channels if map_size is not None else 0
-        layers = [GatedLayer(channels, first_kernel, first=True, position_channels=e)]
-        layers += [GatedLayer(channels, kernel, position_channels=e) for _ in range(n_layers - 1)]
+        layers = [GatedLayer(channels, first_kernel, first=True, position_channels=e,
+                             levels=levels)]
+        layers += [GatedLayer(channels, kernel, position_channels=e, levels=levels)
+                   for _ in range(n_layers - 1)]
         self.layers = nn.ModuleList(layers)
         self.head_hidden = nn.Conv2d(channels, channels, 1)
         self.head_out = nn.Conv2d(channels, num_codes, 1)
@@ -120,8 +148,26 @@ class GatedPixelCNN(nn.Module):
         vectors = nn.Tensor(one_hot) @ self.embedding                 # (N*h*w, C)
         return vectors.reshape(*codes.shape, -1).transpose(0, 3, 1, 2)
 
-    def forward(self, codes):
+    def level_vectors(self, labels, n):
+        """The class vectors h of eq. 4: labels (n,) -> one-hot (n, L) Tensor; None when the
+        prior is unconditional. Labels must be given exactly when the prior has levels."""
+        if not self.levels:
+            if labels is not None:
+                raise ValueError("this prior has no slice levels (levels=0); give no labels")
+            return None
+        if labels is None:
+            raise ValueError(f"this prior is conditioned on {self.levels} slice levels; give a "
+                             "label (0..L-1) for every code map")
+        if isinstance(labels, np.ndarray) and (labels.shape != (n,) or labels.min() < 0
+                                               or labels.max() >= self.levels):
+            raise ValueError(f"labels must be {n} whole numbers in 0..{self.levels - 1}")
+        xp = nn.backend.get_array_module(self.embedding.data)
+        return nn.Tensor(xp.eye(self.levels, dtype=self.embedding.dtype)[xp.asarray(labels)])
+
+    def forward(self, codes, labels=None):
+        """Codes (N, h, w) and, for a conditional prior, labels (N,) -> logits (N, K, h, w)."""
         x = self.embed(codes)
+        level = self.level_vectors(labels, x.shape[0])
         position = None
         if self.position is not None:
             height, width = x.shape[2:]
@@ -132,16 +178,20 @@ class GatedPixelCNN(nn.Module):
             position = self.position[:, :, :height, :width]
         v, h = x, x
         for layer in self.layers:
-            v, h = layer(v, h, position)
+            v, h = layer(v, h, position, level)
         return self.head_out(F.relu(self.head_hidden(F.relu(h))))
 
-    def loss(self, codes):
+    def loss(self, codes, labels=None):
         """Mean cross entropy (nats per code) of the model's predictions for `codes`."""
         xp = nn.backend.get_array_module(self.embedding.data)
-        return F.cross_entropy(self(codes), xp.asarray(codes))
+        return F.cross_entropy(self(codes, labels), xp.asarray(codes))
 
-    def sample(self, n, shape, temperature=1.0, seed=0):
+    def sample(self, n, shape, temperature=1.0, seed=0, labels=None):
         """n code maps of `shape` (h, w), one position at a time in raster order.
+
+        A conditional prior draws map m at level labels[m]; without labels the n maps cover the
+        levels evenly (even_levels: n / L maps of each level, lowest first), not in proportion
+        to the training slices.
 
         Logits are divided by `temperature` (< 1: more likely codes, less variety). Because the
         network never looks down, position (i, j) only needs rows 0..i: each pass runs on the
@@ -151,13 +201,15 @@ class GatedPixelCNN(nn.Module):
         rng = np.random.default_rng(seed)
         xp = nn.backend.get_array_module(self.embedding.data)
         height, width = shape
+        if self.levels and labels is None:
+            labels = even_levels(n, self.levels)
         codes = np.zeros((n, height, width), dtype=np.int64)
         was_training = self.training
         self.eval()
         with nn.no_grad():
             for i in range(height):
                 for j in range(width):
-                    logits = self(xp.asarray(codes[:, :i + 1])).data[:, :, i, j]
+                    logits = self(xp.asarray(codes[:, :i + 1]), labels).data[:, :, i, j]
                     probs = softmax(nn.backend.to_numpy(logits).astype(np.float64) / temperature)
                     codes[:, i, j] = draw(probs, rng)
         self.train(was_training)
@@ -182,12 +234,14 @@ def bits_per_code(nats):
     return nats / math.log(2)
 
 
-def mean_bits(prior, codes, batch_size=64):
-    """Negative log-likelihood of code maps (NumPy (N, h, w)) under the prior, in bits per code."""
+def mean_bits(prior, codes, labels=None, batch_size=64):
+    """Negative log-likelihood of code maps (NumPy (N, h, w)) under the prior, in bits per code;
+    labels (N,): their levels, for a conditional prior."""
     xp = nn.backend.get_array_module(prior.embedding.data)
     total = 0.0
     with nn.no_grad():
         for i in range(0, len(codes), batch_size):
             chunk = codes[i:i + batch_size]
-            total += prior.loss(xp.asarray(chunk)).item() * len(chunk)
+            chunk_labels = None if labels is None else labels[i:i + batch_size]
+            total += prior.loss(xp.asarray(chunk), chunk_labels).item() * len(chunk)
     return bits_per_code(total / len(codes))

@@ -62,6 +62,14 @@ def at_least(minimum):
     return rule
 
 
+def boolean():
+    """True or False (a switch such as --augment / --no-augment)."""
+    def rule(value):
+        if not isinstance(value, bool):
+            return "use true or false"
+    return rule
+
+
 def power_of_two(minimum):
     """A power of two >= minimum (architectures that halve or double the image at every level)."""
     def rule(value):

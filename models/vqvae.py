@@ -34,15 +34,22 @@ SETTINGS = {
     "code_dim": settings.at_least(1),
     "beta": settings.number_at_least(0),
     "lr": settings.above(0),
+    "augment": settings.boolean(),
     "prior_epochs": settings.at_least(1),
     "prior_channels": settings.at_least(1),
     "prior_layers": settings.at_least(1),
     "prior_lr": settings.above(0),
+    "prior_batch_size": settings.at_least(1),
+    "prior_levels": settings.at_least(0),     # 0: an unconditional prior
     "augment_copies": settings.at_least(0),
     "samples": settings.at_least(2),            # pairwise SSIM needs two samples
     "temperature": settings.above(0),
 }
-GRAPH_FACTOR, PRIOR_GRAPH_FACTOR = 3.5, 6   # see memory_estimate; benchmarks/bench_memory.py
+GRAPH_FACTOR, PRIOR_GRAPH_FACTOR = 3.5, 6.5   # see memory_estimate; benchmarks/bench_memory.py:
+# at the defaults (batch 8, prior batch 16) the prior's step peaks, 403 MiB measured; the estimate
+# is 450 MiB (6 gave 416, too close)
+TEMPERATURE = 0.8   # sampling default: nearest-neighbour SSIM 0.611 at 1.0, 0.635 at 0.8, pairwise
+                    # SSIM 0.322 -> 0.333 (real slices 0.343); lower copies the training set more
 
 
 def check_settings(config, images=None):
@@ -323,7 +330,8 @@ def memory_estimate(config):
     """Bytes the larger of the two training steps needs (settings.step_bytes), with the feature
     maps of one image: stage 1, the encoder's and decoder's layer outputs plus K values per code
     position (distances to every code, one-hot rows); stage 2, the prior's (11 prior_channels per
-    gated layer, the head, K logits per position). The parameters of both models count in both."""
+    gated layer, the head, K logits per position), at --prior-batch-size (runs saved before it
+    existed: --batch-size). The parameters of both models count in both."""
     c = config if isinstance(config, dict) else vars(config)
     size, d, width, inner = c["image_size"], c["downsamples"], c["channels"], c["res_channels"]
     side, codes, p = code_side(c), c["codes"], c["prior_channels"]
@@ -334,7 +342,8 @@ def memory_estimate(config):
     prior_maps = (11 * p * c["prior_layers"] + 2 * p + 3 * codes) * side ** 2
     parameters = parameter_count(c)
     return max(settings.step_bytes(c["batch_size"], vqvae_maps, parameters, GRAPH_FACTOR),
-               settings.step_bytes(c["batch_size"], prior_maps, parameters, PRIOR_GRAPH_FACTOR))
+               settings.step_bytes(c.get("prior_batch_size", c["batch_size"]), prior_maps,
+                                   parameters, PRIOR_GRAPH_FACTOR))
 
 
 def parameter_count(config):
@@ -350,9 +359,9 @@ def parameter_count(config):
     decoder = 9 * dim * width + width + residual + up
     quantizer = (k * dim + k) * (2 if c.get("ema", True) else 1)   # codebook, usage (EMA: x2)
 
-    def gated_layer(kernel, horizontal_width, e=8):  # e: position channels
+    def gated_layer(kernel, horizontal_width, e=8, levels=c.get("prior_levels", 0)):
         return (2 * p * p * (kernel // 2 + 1) * kernel + 4 * p * p + 2 * p * p * horizontal_width
-                + p * p + 2 * 2 * p * e + 11 * p)
+                + p * p + 2 * 2 * p * e + 11 * p + 2 * 2 * p * levels)  # e: position channels
     prior = (k * p + 8 * code_side(c) ** 2 + gated_layer(7, 3)
              + (c["prior_layers"] - 1) * gated_layer(3, 2) + p * p + p + p * k + k)
     return encoder + decoder + quantizer + prior
@@ -364,7 +373,8 @@ def build(config):
     model = VQVAE(c["channels"], c["res_channels"], c["res_blocks"], c["downsamples"], c["codes"],
                   c["code_dim"], c["beta"], c["ema"])
     side = code_side(c)
-    prior = GatedPixelCNN(c["codes"], c["prior_channels"], c["prior_layers"], map_size=(side, side))
+    prior = GatedPixelCNN(c["codes"], c["prior_channels"], c["prior_layers"], map_size=(side, side),
+                          levels=c.get("prior_levels", 0))        # older runs: unconditional
     return model, prior
 
 
@@ -383,18 +393,42 @@ def reconstruct(model, images, batch_size=64):
     return np.concatenate(outputs), np.concatenate(codes)
 
 
-def generate(model, prior, n, side, seed, temperature=1.0):
+def generate(model, prior, n, side, seed, temperature=TEMPERATURE, labels=None):
     """n code maps drawn from the prior, one code at a time, and the images the decoder makes of
-    them: (float32 NumPy (n, 1, S, S) clipped to [-1, 1], int64 codes (n, side, side))."""
-    codes = prior.sample(n, (side, side), temperature=temperature, seed=seed)
+    them: (float32 NumPy (n, 1, S, S) clipped to [-1, 1], int64 codes (n, side, side)).
+    labels (n,): the slice level of each map, for a conditional prior; None: the n maps cover
+    the levels evenly (GatedPixelCNN.sample)."""
+    codes = prior.sample(n, (side, side), temperature=temperature, seed=seed, labels=labels)
     xp = nn.backend.get_array_module(model.quantizer.codebook.data)
     return np.clip(model.decode(xp.asarray(codes)).numpy(), -1, 1), codes
 
 
-def sample(checkpoint, n, seed, device="cpu", temperature=1.0):
+def prior_levels(config):
+    """How many slice levels a run's prior is conditioned on (0: unconditional, as in every run
+    saved before --prior-levels existed)."""
+    return int(config.get("prior_levels", 0))
+
+
+def level_labels(config, n, level):
+    """n labels of slice level `level` (None: let the prior cover its levels evenly); a level the
+    prior does not have raises settings.SettingsError."""
+    if level is None:
+        return None
+    levels = prior_levels(config)
+    if levels == 0:
+        raise settings.SettingsError("level", level, "this run's prior has no slice levels "
+                                     "(trained with --prior-levels 0); drop --level")
+    if not (isinstance(level, int) and 0 <= level < levels):
+        raise settings.SettingsError("level", level, f"use a whole number from 0 (lowest slices) "
+                                     f"to {levels - 1} (highest): the prior knows {levels} levels")
+    return np.full(n, level, dtype=np.int64)
+
+
+def sample(checkpoint, n, seed, device="cpu", temperature=TEMPERATURE, level=None):
     """generate.py's entry point: n new images (float32 NumPy (n, 1, S, S) in [-1, 1]) from a
-    VQ-VAE checkpoint whose prior has been trained."""
+    VQ-VAE checkpoint whose prior has been trained; with `level`, all of that slice level."""
     config = checkpoint["config"]
+    labels = level_labels(config, n, level)
     if "prior" not in checkpoint or int(checkpoint.get("prior_steps", 1)) == 0:
         raise nn.CheckpointError("this VQ-VAE checkpoint has no trained prior yet; train it with "
                                  f"`python train_vqvae.py --stage prior --out {config['out']}`")
@@ -403,4 +437,4 @@ def sample(checkpoint, n, seed, device="cpu", temperature=1.0):
     prior.load_state_dict(checkpoint["prior"])
     model.to(device).eval()
     prior.to(device).eval()
-    return generate(model, prior, n, code_side(config), seed, temperature)[0]
+    return generate(model, prior, n, code_side(config), seed, temperature, labels)[0]

@@ -158,7 +158,7 @@ def test_sample_draws_seeded_images_and_needs_a_trained_prior():
     assert a.shape == (3, 1, 16, 16) and a.dtype == np.float32 and np.abs(a).max() <= 1
     np.testing.assert_array_equal(a, vqvae.sample(checkpoint, 3, seed=1))
     assert not np.array_equal(a, vqvae.sample(checkpoint, 3, seed=2))
-    codes = prior.sample(3, (4, 4), seed=1)
+    codes = prior.sample(3, (4, 4), temperature=vqvae.TEMPERATURE, seed=1)
     np.testing.assert_allclose(a, np.clip(model.decode(codes).numpy(), -1, 1), atol=1e-6)
     images = np.random.default_rng(0).uniform(-1, 1, (5, 1, 16, 16)).astype(np.float32)
     reconstruction, maps = vqvae.reconstruct(model, images, batch_size=2)
@@ -168,3 +168,26 @@ def test_sample_draws_seeded_images_and_needs_a_trained_prior():
     assert model.training                                # reconstruct restores the mode
     with pytest.raises(nn.CheckpointError, match="no trained prior yet.*--stage prior --out runs/x"):
         vqvae.sample(dict(checkpoint, prior_steps=0), 3, seed=1)
+
+
+def test_a_conditional_prior_samples_the_level_asked_for_and_refuses_others():
+    """A checkpoint whose config has no prior_levels (saved before the flag) is unconditional
+    (the test above); with levels, --level L draws every map at level L."""
+    config = dict(image_size=16, downsamples=2, channels=8, res_channels=4, res_blocks=1, codes=8,
+                  code_dim=4, beta=0.25, ema=True, prior_channels=4, prior_layers=2, out="runs/x",
+                  prior_levels=3)
+    nn.manual_seed(0)
+    model, prior = vqvae.build(config)
+    assert prior.levels == 3
+    checkpoint = {"config": config, "vqvae": model.state_dict(), "prior": prior.state_dict(),
+                  "prior_steps": 3}
+    a = vqvae.sample(checkpoint, 2, seed=1, level=2)
+    codes = prior.sample(2, (4, 4), temperature=vqvae.TEMPERATURE, seed=1,
+                         labels=np.array([2, 2]))
+    np.testing.assert_allclose(a, np.clip(model.decode(codes).numpy(), -1, 1), atol=1e-6)
+    for level, message in ((3, "from 0 .* to 2"), (-1, "from 0"), (1.5, "whole number")):
+        with pytest.raises(vqvae.settings.SettingsError, match=message):
+            vqvae.sample(checkpoint, 2, seed=1, level=level)
+    unconditional = dict(config, prior_levels=0)
+    with pytest.raises(vqvae.settings.SettingsError, match="no slice levels"):
+        vqvae.level_labels(unconditional, 2, 0)
