@@ -36,8 +36,9 @@ from evaluation.report import write_report
 from evaluation.ssim import generation_report, print_report
 from experiment import pictures
 from experiment.files import copy_atomically
-from models import stylegan
-from models.stylegan_losses import LOSSES, discriminator_loss, generator_loss
+from models import diffaugment, stylegan
+from models.stylegan_losses import (GAMMA_SCALINGS, LOSSES, discriminator_loss, generator_loss,
+                                    identity, scaled_gamma)
 
 
 def flags():
@@ -61,6 +62,13 @@ def flags():
     g.add_argument("--loss", choices=LOSSES, default="ns-r1",
                    help="non-saturating + R1, or WGAN-GP + drift (default: %(default)s)")
     g.add_argument("--gamma", type=float, default=10.0, help="R1 weight (default: %(default)s)")
+    g.add_argument("--gamma-scaling", choices=GAMMA_SCALINGS, default="none",
+                   help="resolution: R1's gamma at each phase times (res / image-size)^2, "
+                        "StyleGAN2-ADA's gamma ~ res^2 (default: %(default)s)")
+    g.add_argument("--diffaugment", default="", metavar="POLICY",
+                   help="DiffAugment (Zhao et al. 2020): augment real and generated images before "
+                        "D, a comma list of " + ",".join(diffaugment.POLICIES) +
+                        " (default: none)")
     g.add_argument("--gp-weight", type=float, default=10.0, help="WGAN-GP lambda (default: %(default)s)")
     g.add_argument("--drift", type=float, default=0.001, help="WGAN drift weight (default: %(default)s)")
     g.add_argument("--reg-every", type=int, default=4,
@@ -102,9 +110,18 @@ def latents(rng, cfg, num_layers, device):
     return z, None, None
 
 
-def train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, device):
-    """One D update and one G update on the same generated batch. Returns the values to log, as
-    0-d arrays on the device (run.record reads them later, many steps in one transfer)."""
+def r1_gamma(cfg, resolution):
+    """R1's gamma at `resolution` (--gamma-scaling; settings without it, e.g. older runs, use
+    --gamma at every resolution)."""
+    return scaled_gamma(cfg.gamma, resolution, cfg.image_size,
+                        getattr(cfg, "gamma_scaling", "none"))
+
+
+def train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, device,
+               augment=identity):
+    """One D update and one G update on the same generated batch; D sees augment(images) in both
+    (DiffAugment's T, or the identity). Returns the values to log, as 0-d arrays on the device
+    (run.record reads them later, many steps in one transfer)."""
     z, z_mix, crossover = latents(rng, cfg, stylegan.num_style_layers(resolution), device)
     noise = stylegan.make_noise(cfg.batch_size, resolution, rng, like=z)
     fake = G(z, resolution, alpha, noise, z_mix, crossover)   # graph kept for the G step
@@ -112,14 +129,15 @@ def train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, devi
     # (1) D step on detached fakes; every --reg-every steps the gradient penalty is added.
     regularise = step % cfg.reg_every == 0
     loss_d, log = discriminator_loss(D, real, fake.data, resolution, alpha, cfg.loss, regularise,
-                                     cfg.reg_every, cfg.gamma, cfg.gp_weight, cfg.drift, rng)
+                                     cfg.reg_every, r1_gamma(cfg, resolution), cfg.gp_weight,
+                                     cfg.drift, rng, augment)
     opt_d.zero_grad()
     loss_d.backward()
     opt_d.step()
 
     # (2) G step through the updated D, whose weights are frozen so no D gradients are computed.
     D.requires_grad_(False)
-    loss_g = generator_loss(D(fake, resolution, alpha), cfg.loss)
+    loss_g = generator_loss(D(augment(fake), resolution, alpha), cfg.loss)   # D(T(G(z)))
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
@@ -198,6 +216,8 @@ def train():
         model.to(device)
     ema_beta = 0.5 ** (cfg.batch_size / cfg.ema_half_life)
     rng = np.random.default_rng([cfg.seed, 1])                    # latents, noise, mixing, GP
+    rng_augment = np.random.default_rng([cfg.seed, 4])            # DiffAugment's parameters
+    augment = diffaugment.DiffAugment(cfg.diffaugment, rng_augment)
     fixed_rng = np.random.default_rng([cfg.seed, 2])
     fixed_z = fixed_rng.standard_normal((cfg.samples, cfg.z_dim)).astype(np.float32)
     fixed_noise_seed = int(fixed_rng.integers(2 ** 31))
@@ -210,7 +230,7 @@ def train():
     saved = run.checkpoint or {}
     resolution = int(saved.get("resolution", schedule.at(0)[0]))  # the loop grows it when due
     state = {"generator": G, "discriminator": D, "generator_ema": G_ema,
-             **make_optimizers(G, D, resolution, cfg), "rng": rng}
+             **make_optimizers(G, D, resolution, cfg), "rng": rng, "rng_augment": rng_augment}
     step = run.restore(state)
     timing = {r: np.asarray(v, np.float64) for r, v in saved.get("timing", {}).items()}
     if cfg.profile:                               # --profile N: time N steps op by op, then stop
@@ -221,7 +241,7 @@ def train():
             _, alpha = schedule.at(s)
             real = stylegan.fade_real_images(batch, resolution, alpha)
             train_step(G, D, state["optimizer_g"], state["optimizer_d"], real, resolution, alpha,
-                       s, rng, cfg, device)
+                       s, rng, cfg, device, augment)
         nn.profile_steps(one_step, cfg.profile, run.path("profile.txt"))
         return
 
@@ -239,7 +259,7 @@ def train():
             real = stylegan.fade_real_images(batch, resolution, alpha)
             started = time.perf_counter()
             log = train_step(G, D, state["optimizer_g"], state["optimizer_d"], real, resolution,
-                             alpha, step, rng, cfg, device)
+                             alpha, step, rng, cfg, device, augment)
             nn.optim.update_average(G_ema, G, ema_beta)           # G_ema <- beta G_ema + (1-beta) G
             last_penalty = log.setdefault("penalty", last_penalty)  # computed every --reg-every
             run.record(step + 1, **log)                                # steps, logged at every one

@@ -136,7 +136,10 @@ def start(p, model, argv=None, resumable_flags=(), check=None, memory=None):
 def _with_default(p, error):
     """The SettingsError's line, with the flag's default when it has one."""
     default = p.get_default(error.name)
-    return f"{error}; the default is {default}" if default is not None else str(error)
+    if default is None:
+        return str(error)
+    shown = '""' if default == "" else default          # an empty default, visibly
+    return f"{error}; the default is {shown}"
 
 
 def _check_out(config):

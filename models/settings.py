@@ -106,6 +106,14 @@ def between(low, high, high_included=True):
     return rule
 
 
+def one_of(choices):
+    """One of a few named values (e.g. ("none", "resolution"))."""
+    def rule(value):
+        if value not in choices:
+            return f"use one of {', '.join(map(str, choices))}"
+    return rule
+
+
 def existing_file(hint):
     """The path of a file that exists; `hint` says which file would work."""
     def rule(value):

@@ -30,7 +30,8 @@ import nn
 import nn.functional as F
 from nn.ops import broadcast_to
 
-from . import settings
+from . import diffaugment, settings
+from .stylegan_losses import GAMMA_SCALINGS
 from .stylegan_layers import (EqualConv2d, EqualLinear, NoiseInjection, StyleModulation, blur,
                               lrelu)
 
@@ -48,6 +49,8 @@ SETTINGS = {
     "fmap_max": settings.at_least(1),
     "fade_images": settings.at_least(0),
     "gamma": settings.number_at_least(0),
+    "gamma_scaling": settings.one_of(GAMMA_SCALINGS),
+    "diffaugment": diffaugment.policy_rule,
     "gp_weight": settings.number_at_least(0),
     "drift": settings.number_at_least(0),
     "reg_every": settings.at_least(1),

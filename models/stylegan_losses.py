@@ -16,6 +16,18 @@ The penalties are gradients of D with respect to its input, computed with
 nn.grad(..., create_graph=True) so that L_D.backward() can differentiate them again with respect
 to D's weights. Lazy regularisation (Karras et al. 2020, "StyleGAN2", section 3.1): the penalty is
 added only every `reg_every` steps and multiplied by `reg_every`, so on average it weighs the same.
+
+With DiffAugment (models/diffaugment.py; Zhao et al. 2020) D sees T(x) and T(G(z)) in every term:
+R1 becomes gamma/2 * E[ |grad_x D(T(x))|^2 ], the gradient taken with respect to the un-augmented
+x through T, as in the paper's code. WGAN-GP's x_hat interpolates between the SAME augmented
+batches D scored, T(x) + u (T(G(z)) - T(x)): the critic is only ever evaluated on augmented images,
+so its 1-Lipschitz constraint belongs on the lines between those, and no extra augmentation is
+drawn for the penalty.
+
+Gamma scaling (`scaled_gamma`): StyleGAN2-ADA (Karras et al. 2020, "Training Generative Adversarial
+Networks with Limited Data", appendix) sets gamma proportional to the number of pixels, res^2. With
+"resolution" each progressive phase at res uses gamma * (res / final_res)^2, e.g. gamma / 64 at
+8x8 of a 64x64 run.
 """
 import numpy as np
 
@@ -23,6 +35,21 @@ import nn
 import nn.functional as F
 
 LOSSES = ("ns-r1", "wgan-gp")
+GAMMA_SCALINGS = ("none", "resolution")
+
+
+def identity(x):
+    return x
+
+
+def scaled_gamma(gamma, resolution, final_resolution, scaling="none"):
+    """R1's gamma at `resolution`: gamma itself ("none"), or gamma * (res / final_res)^2
+    ("resolution", StyleGAN2-ADA's gamma proportional to res^2)."""
+    if scaling == "none":
+        return gamma
+    if scaling == "resolution":
+        return gamma * (resolution / final_resolution) ** 2          # gamma (res / final_res)^2
+    raise ValueError(f"unknown gamma scaling {scaling!r}: use one of {GAMMA_SCALINGS}")
 
 
 def squared_gradient_norm(scores, inputs):
@@ -56,13 +83,15 @@ def wgan_gradient_penalty(discriminator, x_hat, resolution, alpha, weight=10.0):
 
 def discriminator_loss(discriminator, reals, fakes, resolution, alpha, loss="ns-r1",
                        regularise=False, reg_every=1, gamma=10.0, gp_weight=10.0, drift=0.001,
-                       rng=None):
-    """L_D for raw arrays `reals` and `fakes` (B, 1, R, R) (fakes already detached).
+                       rng=None, augment=identity):
+    """L_D for raw arrays `reals` and `fakes` (B, 1, R, R) (fakes already detached); D scores
+    augment(reals) and augment(fakes) (DiffAugment, or the identity).
 
     Returns (loss Tensor, dict of 0-d arrays on the device for the log)."""
     real_t = nn.Tensor(reals, requires_grad=regularise and loss == "ns-r1")
-    real_scores = discriminator(real_t, resolution, alpha)
-    fake_scores = discriminator(nn.Tensor(fakes), resolution, alpha)
+    real_seen, fake_seen = augment(real_t), augment(nn.Tensor(fakes))     # T(x), T(G(z))
+    real_scores = discriminator(real_seen, resolution, alpha)
+    fake_scores = discriminator(fake_seen, resolution, alpha)
     log = {"d_real": real_scores.data.mean(), "d_fake": fake_scores.data.mean()}
     if loss == "ns-r1":
         # E[softplus(D(G(z)))] + E[softplus(-D(x))]
@@ -77,7 +106,7 @@ def discriminator_loss(discriminator, reals, fakes, resolution, alpha, loss="ns-
         total = fake_scores.mean() - real_scores.mean() + (real_scores ** 2).mean() * drift
         log["d_loss"] = total.data
         if regularise:
-            x_hat = interpolates(reals, fakes, rng or np.random.default_rng())
+            x_hat = interpolates(real_seen.data, fake_seen.data, rng or np.random.default_rng())
             penalty = wgan_gradient_penalty(discriminator, x_hat, resolution, alpha, gp_weight)
             log["penalty"] = penalty.data
             total = total + penalty * reg_every

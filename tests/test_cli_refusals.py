@@ -102,6 +102,11 @@ OWN = {   # each script's own flags
         (["--gamma", "-1"], "--gamma -1.0"), (["--gp-weight", "-1"], "--gp-weight -1.0"),
         (["--drift", "-1"], "--drift -1.0"), (["--reg-every", "0"], "--reg-every 0"),
         (["--style-mixing", "1.5"], "--style-mixing 1.5"),
+        (["--style-mixing", "nan"], "--style-mixing nan"), (["--gamma", "inf"], "--gamma inf"),
+        (["--diffaugment", "colour"], "--diffaugment colour: use a comma list of color, "
+                                      "translation, cutout"),
+        (["--diffaugment", "cutout,cutout"], "--diffaugment cutout,cutout"),
+        (["--gamma-scaling", "pixels"], "argument --gamma-scaling: invalid choice"),
         (["--ema-half-life", "0"], "--ema-half-life 0.0"), (["--samples", "1"], "--samples 1"),
         (["--metrics-real", "0"], "--metrics-real 0"), (["--loss", "hinge"], "invalid choice"),
         (["--compare-with", "{tmp}/missing.npz"], "missing.npz: no such file"),

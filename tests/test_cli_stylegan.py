@@ -101,3 +101,64 @@ def test_bad_schedule_flags_give_a_clear_error(tmp_path):
     result = train(tmp_path / "bad2", "--image-size", "64", "--phase-images", "24,24",
                    check=False)
     assert result.returncode == 2 and "--image-size 64 needs 3 values" in result.stderr
+
+
+# ---- DiffAugment and gamma per phase (--diffaugment, --gamma-scaling) ----------------------------
+
+AUGMENTED = ["--diffaugment", "color,translation,cutout", "--gamma-scaling", "resolution"]
+
+
+def test_diffaugment_with_scaled_gamma_writes_every_output_and_resumes_exactly(finished, tmp_path,
+                                                                                device):
+    plain = experiment.load_checkpoint(finished[0] / "checkpoint.npz", "stylegan")
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(full, "--epochs", "3", *AUGMENTED, device=device)
+    assert sorted(os.listdir(full / "samples")) == [f"epoch_00{k}.png" for k in (1, 2, 3)]
+    for resolution in (8, 16):
+        assert sorted(os.listdir(full / "phases" / f"res_{resolution}")) == \
+            ["checkpoint.npz", "losses.png", "samples.png"]
+    for name in ("losses.png", "embedding_pca.png", "embedding_tsne.png", "report.html"):
+        assert os.path.getsize(full / name) > 0, name
+    with open(full / "config.json") as f:
+        config = json.load(f)
+    assert config["diffaugment"] == "color,translation,cutout"
+    assert config["gamma_scaling"] == "resolution"
+
+    train(part, "--epochs", "2", *AUGMENTED, device=device)        # stops in the 16x16 fade-in
+    resumed = train(part, "--epochs", "3", "--resume", device=device)
+    assert "at step 4" in resumed.stdout
+    a = experiment.load_checkpoint(part / "checkpoint.npz", "stylegan")
+    b = experiment.load_checkpoint(full / "checkpoint.npz", "stylegan")
+    assert a["step"] == b["step"] == 6 and a["rng_augment"] == b["rng_augment"]
+    assert a["rng_augment"] != plain.get("rng_augment")              # augmentation drew numbers
+    for part_name in ("generator", "discriminator", "generator_ema"):
+        for key in b[part_name]:
+            np.testing.assert_array_equal(a[part_name][key], b[part_name][key],
+                                          err_msg=f"{part_name}.{key}")
+    for key in ("d_loss", "g_loss", "penalty"):
+        np.testing.assert_array_equal(a["history"][key], b["history"][key])
+    assert not np.array_equal(b["history"]["d_loss"], plain["history"]["d_loss"])
+
+
+def test_gamma_scaling_divides_the_first_penalty_by_the_squared_resolution_ratio(finished,
+                                                                                 tmp_path, device):
+    """Step 0 (8x8 of a 16x16 run) sees the same D and images with and without the scaling, so
+    its R1 penalty is exactly (8 / 16)^2 = 1/4 of the unscaled one."""
+    plain = experiment.load_checkpoint(finished[0] / "checkpoint.npz", "stylegan")
+    train(tmp_path / "scaled", "--epochs", "2", "--gamma-scaling", "resolution", device=device)
+    scaled = experiment.load_checkpoint(tmp_path / "scaled" / "checkpoint.npz", "stylegan")
+    assert scaled["history"]["penalty"][0] == pytest.approx(plain["history"]["penalty"][0] / 4,
+                                                            rel=1e-5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--diffaugment", "colour"], "--diffaugment colour: use a comma list of color, translation, "
+                                  "cutout"),
+    (["--diffaugment", "color,color"], "--diffaugment color,color: use a comma list"),
+    (["--gamma-scaling", "pixels"], "argument --gamma-scaling: invalid choice: 'pixels'"),
+])
+def test_bad_augmentation_flags_are_refused_before_anything_is_written(tmp_path, flags, message):
+    result = train(tmp_path / "bad", *flags, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
