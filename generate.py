@@ -63,6 +63,8 @@ def check_flags(args):
                  f"--truncation {args.truncation}: use a number, e.g. 0.7 (1 = no truncation)"),
                 (args.temperature is not None and not args.temperature > 0,
                  f"--temperature {args.temperature}: use a number above 0, e.g. 1.0"),
+                (args.level is not None and args.level < 0,
+                 f"--level {args.level}: use a whole number, at least 0 (the lowest slices)"),
                 (os.path.exists(args.out) and not os.path.isdir(args.out),
                  f"--out {args.out} is a file; give a folder for the images")]
     for wrong, message in problems:

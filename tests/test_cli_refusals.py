@@ -86,6 +86,9 @@ OWN = {   # each script's own flags
         (["--prior-layers", "0"], "--prior-layers 0"), (["--prior-lr", "-1"], "--prior-lr -1.0"),
         (["--augment-copies", "-1"], "--augment-copies -1"), (["--samples", "0"], "--samples 0"),
         (["--temperature", "0"], "--temperature 0.0"),
+        (["--prior-batch-size", "0"], "--prior-batch-size 0: use a whole number, at least 1"),
+        (["--prior-levels", "-1"], "--prior-levels -1: use a whole number, at least 0"),
+        (["--augment", "yes"], "unrecognized arguments: yes"),
         (["--batch-size", "107"], "--batch-size 107: the VQ-VAE trains on 106 of the 132 images"),
         (["--stage", "everything"], "argument --stage: invalid choice"),
         (["--codes", str(HUGE * 100)], "needs about"),
@@ -177,11 +180,27 @@ def test_out_inside_the_data_folder_is_refused(tmp_path, refused):
     assert sorted(os.listdir(images)) == [f"{i}.png" for i in range(8)]
 
 
+def test_slice_levels_need_a_known_position(tmp_path, refused):
+    """--prior-levels on images whose file names hold no position: one line pointing at
+    --prior-levels 0, before anything is written."""
+    from PIL import Image
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(12):
+        Image.new("L", (16, 16), 10 * i).save(images / f"{i}.png")
+    entry, tiny = SCRIPTS["train_vqvae.py"]
+    out = tmp_path / "run"
+    code, err = refused(entry, ["--out", str(out), "--data", str(images), *tiny])
+    assert_one_clear_line(code, err, "--prior-levels 8: cannot tell the slice level of 0.png")
+    assert "use --prior-levels 0" in err and not out.exists()
+
+
 GENERATE = [
     (["--n", "0"], "--n 0: use a whole number, at least 1"),
     (["--seed", "-1"], "--seed -1"),
     (["--truncation", "nan"], "--truncation nan"),
     (["--temperature", "0"], "--temperature 0.0: use a number above 0"),
+    (["--level", "-1"], "--level -1: use a whole number, at least 0"),
     (["--n", "abc"], "argument --n: invalid int value"),
 ]
 

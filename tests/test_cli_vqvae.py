@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--channels", "8", "--res-channels", "4", "--res-blocks", "1",
         "--codes", "48", "--code-dim", "4", "--batch-size", "8", "--steps-per-epoch", "2",
         "--prior-channels", "4", "--prior-layers", "2", "--augment-copies", "1",
-        "--samples", "4"]   # 16x16 slices, 4x4 code maps
+        "--samples", "4", "--prior-batch-size", "8", "--prior-levels", "4"]
+# 16x16 slices, 4x4 code maps; a prior conditioned on 4 slice levels, 2 steps a prior epoch
 
 
 def run(script, *args, expect=0):
@@ -62,8 +63,42 @@ def test_every_stage_writes_its_outputs(full_run):
         assert key in logged["report"], key
     epochs = [e for e in events(out) if e["event"] == "epoch"]
     assert [e["step"] for e in epochs] == list(range(2, 17, 2))   # global steps across stages
-    assert "codes_used" in epochs[0] and "held_out_nll_bits" in epochs[-1]
+    assert "codes_used" in epochs[0]
+    for epoch in epochs[4:]:                                   # every prior epoch: both bits
+        assert epoch["train_nll_bits"] > 0 and epoch["held_out_nll_bits"] > 0
+    assert text.count("prior bits per code:") == 4
     assert "held-out reconstruction SSIM" in text and "nearest-neighbour SSIM" in text
+    assert "8 steps of 8 slices (" in text                     # not augmented by default
+
+
+def test_held_out_bits_are_on_maps_the_prior_never_saw(full_run):
+    """The held-out maps are the codes of every fifth slice; the prior's training maps are all of
+    the other slices (plain, then augmented), each with its slice's level."""
+    import data
+    import experiment
+    import train_vqvae
+    from models import vqvae
+    from models.pixelcnn import mean_bits
+    out, _ = full_run
+    saved = experiment.load_checkpoint(os.path.join(out, "checkpoint.npz"))
+    dataset = data.load_images(None, image_size=16, split="all")
+    train_images, held_images = train_vqvae.split_held_out(dataset.images)
+    model, prior = vqvae.build(saved["config"])
+    model.load_state_dict(saved["vqvae"])
+    prior.load_state_dict(saved["prior"])
+    model.eval()
+    held = nn.Tensor(data.to_float(held_images)[:, None])
+    np.testing.assert_array_equal(saved["held_codes"], model.encode(held))
+    n = len(train_images)
+    assert len(saved["prior_codes"]) == 2 * n and saved["prior_slices"].max() < n
+    plain = data.to_float(train_images[saved["prior_slices"][:n]])[:, None]
+    np.testing.assert_array_equal(saved["prior_codes"][:n], model.encode(nn.Tensor(plain)))
+    train_levels, held_levels = train_vqvae.split_held_out(data.slice_levels(dataset.files, 4))
+    np.testing.assert_array_equal(saved["prior_labels"], train_levels[saved["prior_slices"]])
+    np.testing.assert_array_equal(saved["held_labels"], held_levels)
+    logged = [e for e in events(out) if e["event"] == "prior"][-1]
+    assert logged["held_out_nll_bits"] == pytest.approx(
+        mean_bits(prior, saved["held_codes"], saved["held_labels"]), rel=1e-6)
 
 
 def interrupt_after_first_epoch(out, device, *args):
@@ -102,6 +137,10 @@ def test_each_stage_resumes_to_the_uninterrupted_result(full_run, tmp_path, devi
     resumed = nn.load(os.path.join(part, "checkpoint.npz"))
     for name, value in reference["prior"].items():
         np.testing.assert_array_equal(resumed["prior"][name], value, err_msg=name)
+    for name, value in reference["vqvae"].items():      # --stage prior leaves the VQ-VAE alone
+        np.testing.assert_array_equal(resumed["vqvae"][name], value, err_msg=name)
+    for name in ("prior_codes", "prior_labels", "held_codes", "held_labels"):
+        np.testing.assert_array_equal(resumed[name], reference[name], err_msg=name)
     assert int(resumed["step"]) == int(reference["step"]) == 16
 
     train(part, "--stage", "sample", *schedule, device=device)
@@ -122,3 +161,15 @@ def test_generate_reads_the_checkpoint(full_run, tmp_path, device):
                "--out", str(tmp_path / "generated"), "--temperature", "0.5", "--device", device)
     assert os.path.exists(tmp_path / "generated" / "img_0002.png"), text
     assert os.path.exists(tmp_path / "generated" / "grid.png")
+
+
+def test_generate_draws_one_level_and_refuses_levels_the_prior_lacks(full_run, tmp_path, device):
+    out, _ = full_run
+    checkpoint = os.path.join(out, "checkpoint.npz")
+    run("generate.py", "--checkpoint", checkpoint, "--n", "2", "--level", "3",
+        "--out", str(tmp_path / "top"), "--device", device)
+    assert os.path.exists(tmp_path / "top" / "img_0001.png")
+    text = run("generate.py", "--checkpoint", checkpoint, "--level", "4",
+               "--out", str(tmp_path / "bad"), expect=2)
+    assert "--level 4: use a whole number from 0 (lowest slices) to 3" in text
+    assert "Traceback" not in text and not os.path.exists(tmp_path / "bad")

@@ -1,44 +1,48 @@
-"""Gated PixelCNN: causality (no look-ahead, no blind spot), sampling, the row-cropping shortcut."""
+"""Gated PixelCNN: causality (no look-ahead, no blind spot), sampling, the row-cropping shortcut,
+and the class-conditional layers (slice levels, eq. 4): gradients, labels' effect, sampling."""
 import numpy as np
 import pytest
 
 import nn
-from models.pixelcnn import GatedPixelCNN, bits_per_code, draw, mean_bits
+from models.pixelcnn import GatedLayer, GatedPixelCNN, bits_per_code, draw, even_levels, mean_bits
 
-K, SIDE = 5, 6
+K, SIDE, LEVELS = 5, 6, 3
 
 
-def small_model(device, dtype=np.float64, map_size=(SIDE, SIDE)):
+def small_model(device, dtype=np.float64, map_size=(SIDE, SIDE), levels=0):
     """First layer 7x7-equivalent, then 3x3: after 3 layers every earlier position of a 6x6 map
-    is inside the receptive field. With a learned position map unless map_size is None."""
+    is inside the receptive field. With a learned position map unless map_size is None; with
+    `levels` slice levels (class-conditional) when given."""
     nn.manual_seed(0)
     return GatedPixelCNN(num_codes=K, channels=6, n_layers=3, kernel=3, first_kernel=7,
-                         map_size=map_size).to(device, dtype)
+                         map_size=map_size, levels=levels).to(device, dtype)
 
 
-def logits_of(model, codes, device):
+def logits_of(model, codes, device, labels=None):
     with nn.no_grad():
-        return model(nn.backend.to_device(codes, device)).numpy()   # (N, K, h, w)
+        return model(nn.backend.to_device(codes, device), labels).numpy()   # (N, K, h, w)
 
 
-def dependence(model, device):
+def dependence(model, device, labels=None):
     """depends[p, q] = True when the logits at position q change if the code at p changes
     (positions numbered in raster order)."""
     base = np.random.default_rng(1).integers(0, K, (1, SIDE, SIDE))
-    reference = logits_of(model, base, device)
+    reference = logits_of(model, base, device, labels)
     n = SIDE * SIDE
     depends = np.zeros((n, n), dtype=bool)
     for p in range(n):
         changed = base.copy()
         changed[0, p // SIDE, p % SIDE] = (changed[0, p // SIDE, p % SIDE] + 1) % K
-        difference = np.abs(logits_of(model, changed, device) - reference).max(axis=1)[0]
+        difference = np.abs(logits_of(model, changed, device, labels) - reference).max(axis=1)[0]
         depends[p] = difference.reshape(-1) > 1e-9
     return depends
 
 
-@pytest.mark.parametrize("map_size", [(SIDE, SIDE), None], ids=["position", "no-position"])
-def test_causal_no_look_ahead_and_no_blind_spot(device, map_size):
-    depends = dependence(small_model(device, map_size=map_size), device)
+@pytest.mark.parametrize("map_size, levels", [((SIDE, SIDE), 0), (None, 0), ((SIDE, SIDE), LEVELS)],
+                         ids=["position", "no-position", "position-and-levels"])
+def test_causal_no_look_ahead_and_no_blind_spot(device, map_size, levels):
+    labels = np.array([2]) if levels else None
+    depends = dependence(small_model(device, map_size=map_size, levels=levels), device, labels)
     n = SIDE * SIDE
     for p in range(n):
         for q in range(n):
@@ -125,3 +129,66 @@ def test_the_position_map_tells_rows_apart_that_convolutions_cannot(device):
 def test_a_map_larger_than_the_position_map_is_refused(device):
     with pytest.raises(ValueError, match="larger than the 6x6"):
         small_model(device)(np.zeros((1, SIDE + 1, SIDE), dtype=np.int64))
+
+
+# ---- the class-conditional prior: y = tanh(W_f * x + V_f^T h) * sigmoid(W_g * x + V_g^T h) -----
+
+def test_conditioned_gated_layer_gradients(device, rng):
+    """Every input (v, h, the position map s, the class vectors) and every parameter, the class
+    embeddings V_v, V_h included, against finite differences with a random upstream gradient."""
+    nn.manual_seed(0)
+    layer = GatedLayer(3, 3, position_channels=2, levels=LEVELS).to(device, np.float64)
+    assert {"level_to_vertical.weight", "level_to_horizontal.weight"} <= \
+        dict(layer.named_parameters()).keys()
+
+    def tensor(*shape):
+        return nn.Tensor(rng.standard_normal(shape), requires_grad=True).to(device)
+    v, h, position, level = tensor(2, 3, 4, 5), tensor(2, 3, 4, 5), tensor(1, 2, 4, 5), \
+        tensor(2, LEVELS)
+    assert nn.gradcheck(lambda *inputs: layer(*inputs), [v, h, position, level],
+                        params=list(layer.parameters()))
+
+
+def test_conditional_pixelcnn_gradients_reach_every_parameter(device):
+    """The logits of a conditional prior as a function of all its parameters (the code and
+    position embeddings, every layer's convolutions and class embeddings, the head)."""
+    model = GatedPixelCNN(num_codes=K, channels=3, n_layers=2, kernel=3, first_kernel=3,
+                          map_size=(3, 3), position_channels=2, levels=LEVELS)
+    model.to(device, np.float64)
+    codes = np.random.default_rng(5).integers(0, K, (2, 3, 3))
+    labels = np.array([0, 2])
+    assert nn.gradcheck(lambda: model(codes, labels), [], params=list(model.parameters()))
+
+
+def test_the_label_changes_the_logits_everywhere(device):
+    model = small_model(device, levels=LEVELS)
+    codes = np.random.default_rng(6).integers(0, K, (1, SIDE, SIDE))
+    low = logits_of(model, codes, device, np.array([0]))
+    high = logits_of(model, codes, device, np.array([2]))
+    assert (np.abs(low - high).max(axis=1) > 1e-6).all()      # at every position, (0, 0) too
+
+
+def test_labels_are_required_exactly_when_the_prior_has_levels(device):
+    codes = np.zeros((2, SIDE, SIDE), dtype=np.int64)
+    with pytest.raises(ValueError, match="conditioned on 3 slice levels"):
+        small_model(device, levels=LEVELS)(codes)
+    with pytest.raises(ValueError, match="labels must be 2 whole numbers in 0..2"):
+        small_model(device, levels=LEVELS)(codes, np.array([0, 3]))
+    with pytest.raises(ValueError, match="no slice levels"):
+        small_model(device)(codes, np.array([0, 1]))
+
+
+def test_conditional_sampling_follows_the_labels(device):
+    """Greedy samples are the argmax of the logits given their own label; without labels the
+    samples cover the levels evenly."""
+    model = small_model(device, levels=LEVELS)
+    labels = np.array([0, 2, 1])
+    codes = model.sample(3, (2, 3), temperature=1e-6, seed=0, labels=labels)
+    np.testing.assert_array_equal(codes, logits_of(model, codes, device, labels).argmax(axis=1))
+    np.testing.assert_array_equal(even_levels(7, 3), [0, 0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(model.sample(6, (2, 2), seed=1),
+                                  model.sample(6, (2, 2), seed=1, labels=[0, 0, 1, 1, 2, 2]))
+    five = codes
+    expected = np.mean([model.loss(nn.backend.to_device(five[i:i + 1], device),
+                                   labels[i:i + 1]).item() for i in range(3)])
+    assert mean_bits(model, five, labels, batch_size=2) == pytest.approx(bits_per_code(expected))
