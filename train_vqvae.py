@@ -116,15 +116,17 @@ def check_settings(config, images=None):
             raise settings.SettingsError("prior_levels", config.prior_levels, str(error)) from None
 
 
-def settings_of_older_runs(cfg, saved):
+def settings_of_older_runs(run):
     """Runs saved before a flag existed keep what they did then: a stage 1 with augmented
-    batches, and (once their prior exists) an unconditional prior."""
-    if not saved:
+    batches, and (once their prior exists) an unconditional prior. config.json says so."""
+    saved, cfg = run.checkpoint, run.config
+    if not saved or {"augment", "prior_levels"} <= set(saved["config"]):
         return
     if "augment" not in saved["config"]:
         cfg.augment = True
     if "prior" in saved and "prior_levels" not in saved["config"]:
         cfg.prior_levels = 0
+    run.write_config()
 
 
 def slice_labels(cfg, dataset):
@@ -320,7 +322,7 @@ def main():
                            check=check_settings, memory=vqvae.memory_estimate)
     cfg, device = run.config, run.device
     saved = run.checkpoint or {}
-    settings_of_older_runs(cfg, saved)
+    settings_of_older_runs(run)
 
     # ---- data: every fifth slice is held out, for the reconstruction SSIM ------------------------
     dataset = experiment.load_images(cfg)

@@ -76,8 +76,12 @@ class Run:
                     os.remove(self.path(name))
             self.log("start", model=model, device=device, config=vars(config),
                      command=command_line())
+        self.write_config()
+
+    def write_config(self):
+        """<out>/config.json: the run's settings (a script that adjusts them writes it again)."""
         with atomic_write(self.path("config.json"), "w") as f:
-            json.dump(vars(config), f, indent=2)
+            json.dump(vars(self.config), f, indent=2)
 
     def path(self, *names):
         """A path inside the output folder; its parent folders are created."""

@@ -173,3 +173,30 @@ def test_generate_draws_one_level_and_refuses_levels_the_prior_lacks(full_run, t
                "--out", str(tmp_path / "bad"), expect=2)
     assert "--level 4: use a whole number from 0 (lowest slices) to 3" in text
     assert "Traceback" not in text and not os.path.exists(tmp_path / "bad")
+
+
+def test_a_run_saved_before_slice_levels_still_samples_unconditionally(tmp_path, device):
+    """A checkpoint from before --prior-levels (no level in its settings, no labels with its code
+    maps, an unconditional prior) continues with --stage sample and feeds generate.py, which
+    refuses --level for it."""
+    out = tmp_path / "old"
+    train(out, "--epochs", "1", "--prior-epochs", "1", "--prior-levels", "0", device=device)
+    path = os.path.join(out, "checkpoint.npz")
+    saved = nn.load(path)
+    config = saved["config"]
+    config = json.loads(config) if isinstance(config, str) else dict(config)
+    for key in ("prior_levels", "prior_batch_size", "augment"):
+        del config[key]
+    saved["config"] = json.dumps(config) if isinstance(saved["config"], str) else config
+    del saved["prior_slices"]
+    nn.save(saved, path)
+    text = train(out, "--stage", "sample", "--temperature", "1.0", device=device)   # TINY: levels 4
+    assert "nearest-neighbour SSIM" in text
+    assert [e for e in events(out) if e["event"] == "report"][-1]["temperature"] == 1.0
+    assert json.load(open(os.path.join(out, "config.json")))["prior_levels"] == 0
+    text = run("generate.py", "--checkpoint", path, "--n", "2", "--out", str(tmp_path / "g"),
+               "--device", device)
+    assert os.path.exists(tmp_path / "g" / "img_0001.png"), text
+    text = run("generate.py", "--checkpoint", path, "--level", "0", "--out",
+               str(tmp_path / "bad"), expect=2)
+    assert "--level 0: this run's prior has no slice levels" in text

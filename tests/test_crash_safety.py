@@ -34,7 +34,7 @@ DCGAN = ["--image-size", "16", "--ngf", "4", "--ndf", "4", "--nz", "8", "--batch
 VQVAE = ["--image-size", "16", "--channels", "4", "--res-channels", "2", "--res-blocks", "1",
          "--codes", "8", "--code-dim", "2", "--batch-size", "8", "--steps-per-epoch", "2",
          "--epochs", "2", "--prior-epochs", "2", "--prior-channels", "2", "--prior-layers", "1",
-         "--augment-copies", "1", "--samples", "2"]
+         "--augment-copies", "1", "--samples", "2", "--prior-batch-size", "8"]
 STYLEGAN = ["--image-size", "16", "--batch-size", "8", "--steps-per-epoch", "2", "--epochs", "3",
             "--phase-images", "24", "--fade-images", "16", "--fmap-base", "16", "--fmap-max", "4",
             "--z-dim", "4", "--w-dim", "4", "--mapping-layers", "1", "--samples", "4",

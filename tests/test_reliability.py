@@ -24,7 +24,8 @@ DCGAN = ["--image-size", "16", "--ngf", "4", "--ndf", "4", "--nz", "8", "--batch
          "--samples", "4", "--seed", "3"]
 VQVAE = ["--image-size", "16", "--channels", "4", "--res-channels", "2", "--res-blocks", "1",
          "--codes", "8", "--code-dim", "2", "--batch-size", "8", "--steps-per-epoch", "2",
-         "--prior-channels", "2", "--prior-layers", "1", "--augment-copies", "0", "--samples", "2"]
+         "--prior-channels", "2", "--prior-layers", "1", "--augment-copies", "0", "--samples", "2",
+         "--prior-batch-size", "8"]
 STYLEGAN = ["--image-size", "16", "--batch-size", "8", "--steps-per-epoch", "2",
             "--phase-images", "16", "--fade-images", "8", "--fmap-base", "16", "--fmap-max", "4",
             "--z-dim", "4", "--w-dim", "4", "--mapping-layers", "1", "--samples", "4"]
