@@ -78,18 +78,35 @@ def contrast(x, factor):
     return (x - m) * nn.Tensor(_like(factor.reshape(-1, 1, 1, 1), x)) + m   # (x - m)(u + 0.5) + m
 
 
+class Translate(nn.Function):
+    """y[b, :, i, j] = x[b, :, i - dy[b], j - dx[b]], 0 where that falls outside: the content of
+    image b moves dy[b] rows down and dx[b] columns right (integers, host arrays (B,)).
+
+    Its adjoint is the translation back, <T_d x, g> = <x, T_{-d} g> (zero fill both ways), so
+    the gradient is gx = Translate(-dy, -dx)(gy), and so are all higher derivatives (as for
+    stylegan_layers.Blur). The forward is one gather from the zero-padded image."""
+
+    def __init__(self, dy, dx):
+        self.dy, self.dx = np.asarray(dy), np.asarray(dx)
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        b, c, h, w = x.shape
+        s = int(max(np.abs(self.dy).max(), np.abs(self.dx).max()))
+        padded = xp.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))            # x_pad[k] = x[k - s]
+        rows = np.arange(h)[None, :] - self.dy[:, None] + s              # (B, H): i - dy + s
+        cols = np.arange(w)[None, :] - self.dx[:, None] + s              # (B, W): j - dx + s
+        index = (np.arange(b)[:, None, None, None], np.arange(c)[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :])
+        return padded[tuple(xp.asarray(i) for i in index)]
+
+    def backward(self, gy):
+        return Translate(-self.dy, -self.dx)(gy)
+
+
 def translate(x, dy, dx):
-    """y[b, :, i, j] = x[b, :, i - dy[b], j - dx[b]], 0 where that falls outside: content moves
-    dy rows down and dx columns right. A gather from the zero-padded image (one GetItem; its
-    backward is a scatter-add, whose backward is the gather again)."""
-    b, c, h, w = x.shape
-    s = int(max(np.abs(dy).max(), np.abs(dx).max()))
-    padded = nn.functional.pad(x, (s, s, s, s))                            # x_pad[k] = x[k - s]
-    rows = np.arange(h)[None, :] - dy[:, None] + s                          # (B, H): i - dy + s
-    cols = np.arange(w)[None, :] - dx[:, None] + s                          # (B, W): j - dx + s
-    index = (np.arange(b)[:, None, None, None], np.arange(c)[None, :, None, None],
-             rows[:, None, :, None], cols[:, None, None, :])
-    return padded[tuple(_like(i, x) for i in index)]
+    """Content moved dy rows down and dx columns right, zero fill (Translate)."""
+    return Translate(dy, dx)(x)
 
 
 def cutout_mask(shape, top, left, size):
