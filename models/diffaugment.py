@@ -4,7 +4,7 @@ Training", NeurIPS 2020).
 
 With few training images D memorises them and its feedback to G collapses. Augmenting only the
 reals would teach G to draw augmented images; DiffAugment instead shows D only augmented images,
-T(x) for reals and T(G(z)) for fakes, in the D step and in the G step (paper, equations 3-4):
+T(x) for reals and T(G(z)) for fakes, in the D step and in the G step (paper, section 3.2):
 
     L_D = f(-D(T(x))) + f(D(T(G(z))))        L_G = f(-D(T(G(z))))
 
@@ -25,9 +25,9 @@ The policies, for single-channel images in [-1, 1] of side S (u ~ U(0, 1), one p
 These are the paper's forms (its official code, DiffAugment_pytorch.py, also works on [-1, 1]).
 They suit one channel as they are: brightness and contrast act on the one intensity; the paper's
 third colour op, saturation (stretching each pixel away from its mean over the channels), is the
-identity for one channel and is left out. The zero fill of translation and cutout is 0, mid-grey
-in [-1, 1], as in the paper (the MRI background is -1, so the filled parts stand out; that is what
-the paper's code does for RGB images too). A policy's operations are applied in the order given.
+identity for one channel and is left out. Translation and cutout fill with 0, as the paper's
+code does; in [-1, 1] that is mid-grey, so on these MRI slices (background -1) the filled parts
+stand out. A policy's operations are applied in the order given.
 """
 import numpy as np
 
