@@ -328,8 +328,8 @@ def main():
     dataset = experiment.load_images(cfg)
     train_images, held_images = split_held_out(dataset.images)
     held = data.to_float(held_images)[:, None]
-    levels = slice_labels(cfg, dataset)                 # the prior's classes, None without
-    labels = None if levels is None else split_held_out(levels)
+    slice_levels = slice_labels(cfg, dataset)           # the prior's classes, None without
+    labels = None if slice_levels is None else split_held_out(slice_levels)
     print(f"data: {dataset.source}; writing to {cfg.out}", flush=True)
 
     # ---- models and optimizers (an EMA codebook has no gradient, so no optimizer entry) -----------
@@ -395,11 +395,11 @@ def main():
         if prior_steps == 0:
             raise experiment.ExperimentError(f"no trained prior in {cfg.out}; run --stage prior first")
         side = vqvae.code_side(cfg)
+        spread = f", {cfg.prior_levels} levels evenly" if cfg.prior_levels else ""
         print(f"stage 3/3: sampling {cfg.samples} code maps of {side}x{side} (one prior pass per "
-              f"code)", flush=True)
-        model.eval()
+              f"code) at temperature {cfg.temperature}{spread}", flush=True)
+        model.eval()              # a conditional prior's samples: its levels evenly, lowest first
         decoded, codes = vqvae.generate(model, prior, cfg.samples, side, cfg.seed, cfg.temperature)
-        # (a conditional prior's samples cover its levels evenly, lowest first)
         pictures.save_images(decoded, run.path("samples"))
         pictures.image_rows(run.path("samples.png"), [
             {"images": codes, "label": "sampled codes", "cmap": "tab20", "vmin": 0,
