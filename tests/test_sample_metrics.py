@@ -126,12 +126,17 @@ def test_radii_without_sklearn_exclude_the_point_itself():
 
 
 def test_identical_sets_score_one(rng):
-    x = rng.standard_normal((60, 8))
+    # whole-number coordinates: every squared distance is exact in float64, whatever order the
+    # matrix product sums in (x @ x.T and x @ copy.T take different BLAS routines, whose
+    # rounding could otherwise put a ball's edge point inside it)
+    x = rng.integers(-50, 50, (60, 8)).astype(np.float64)
+    distances = np.sort(((x[:, None] - x[None]) ** 2).sum(-1), axis=1)
+    assert (distances[:, 5] != distances[:, 4]).all() and (distances[:, 5] != distances[:, 6]).all()
     got = coverage.prdc(x, x.copy(), k=5)
     assert got["precision"] == got["recall"] == got["coverage"] == 1.0
-    # each ball holds its centre and k - 1 neighbours: density 1 (a rounding tie at a ball's
-    # edge could move one count of the k * 60)
-    assert got["density"] == pytest.approx(1.0, abs=1.0 / (5 * 60))
+    # each ball (radius: the 5th neighbour, self excluded) holds its centre and 4 neighbours
+    # strictly inside: 5 of the k * 60 counts per ball, density exactly 1
+    assert got["density"] == 1.0
 
 
 def test_disjoint_far_apart_sets_score_zero(rng):
