@@ -47,7 +47,7 @@ from models.vqvae import code_counts, perplexity
 
 STAGES = ("vqvae", "prior", "sample", "all")
 PRIOR_FLAGS = ("stage", "prior_epochs", "prior_channels", "prior_layers", "prior_lr",
-               "prior_batch_size", "prior_levels", "augment_copies", "samples",
+               "prior_batch_size", "prior_levels", "prior_dropout", "augment_copies", "samples",
                "temperature")   # may change when a run continues
 
 
@@ -83,6 +83,9 @@ def flags():
                    help="condition the prior on the slice's level, its height cut into this many "
                         "equal bins (bundled set: z in mm; OASIS: the slice index); "
                         "0 = unconditional (default: %(default)s)")
+    g.add_argument("--prior-dropout", type=float, default=0.0,
+                   help="dropout probability of the gated features while the prior trains "
+                        "(default: %(default)s)")
     g.add_argument("--augment-copies", type=int, default=8,
                    help="augmented copies of each training slice to encode for the prior "
                         "(default: %(default)s)")
@@ -334,7 +337,8 @@ def main():
 
     # ---- models and optimizers (an EMA codebook has no gradient, so no optimizer entry) -----------
     nn.manual_seed(cfg.seed)
-    model, prior = vqvae.build(cfg)
+    rng_dropout = np.random.default_rng([cfg.seed, 3])        # the prior's dropout masks
+    model, prior = vqvae.build(cfg, dropout_generator=rng_dropout)
     model.to(device)
     prior.to(device)
     optimizer = nn.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
@@ -343,7 +347,7 @@ def main():
     # ---- what a checkpoint holds (the prior joins it when stage 2 begins); --resume loads it ----
     state = {"vqvae": model, "vqvae_optimizer": optimizer,
              "rng_restart": np.random.default_rng([cfg.seed, 1])}   # dead-code restarts
-    prior_state = {"prior": prior, "prior_optimizer": prior_optimizer}
+    prior_state = {"prior": prior, "prior_optimizer": prior_optimizer, "rng_dropout": rng_dropout}
     if "prior" in saved:
         state.update(prior_state)
     run.restore(state)

@@ -35,7 +35,9 @@ With `levels` = L > 0 the prior is also class-conditional (Sec. 2.3, eq. 4):
 so V^T h is a learned bias per class and gate channel, the same at every position (here the class
 is the slice's level, data/levels.py). It too is independent of the codes: causality holds.
 The horizontal stack ends with a 1x1 convolution and a residual connection (except in the first
-layer). Causality is enforced by padding only at the top and left and cropping, instead of masks.
+layer); with `dropout` p > 0 the gated features are dropped (zeroed with probability p, the rest
+scaled by 1 / (1 - p)) before that 1x1 convolution while training, against a prior that learns its
+few hundred training maps by heart. Causality is enforced by padding only at the top and left and cropping, instead of masks.
 A head (ReLU, 1x1, ReLU, 1x1) maps h to K logits per position; training minimises the cross
 entropy against the code map itself.
 """
@@ -71,7 +73,8 @@ def even_levels(n, levels):
 class GatedLayer(nn.Module):
     """One layer of the two stacks (paper Fig. 2). `first=True` makes it the mask-A layer."""
 
-    def __init__(self, channels, kernel, first=False, position_channels=0, levels=0):
+    def __init__(self, channels, kernel, first=False, position_channels=0, levels=0, dropout=0.0,
+                 generator=None):
         super().__init__()
         self.first, self.half = first, kernel // 2
         width = self.half if first else self.half + 1   # first layer: strictly left of j
@@ -87,6 +90,7 @@ class GatedLayer(nn.Module):
             self.level_to_vertical = nn.Linear(levels, 2 * channels, bias=False)
             self.level_to_horizontal = nn.Linear(levels, 2 * channels, bias=False)
         self.levels = levels
+        self.dropout = nn.Dropout(dropout, generator)   # the identity in eval mode or at p = 0
 
     def forward(self, v, h, position=None, level=None):
         """v, h (N, C, H, W) -> (v', h'). position: the (1, E, H, W) map s; level: the (N, L)
@@ -104,7 +108,7 @@ class GatedLayer(nn.Module):
         if self.levels:       # + V^T h, one (2C,) bias per image, broadcast over the positions
             v_pre = v_pre + per_image(self.level_to_vertical(level))
             h_pre = h_pre + per_image(self.level_to_horizontal(level))
-        h_out = self.horizontal_out(gate(h_pre))
+        h_out = self.horizontal_out(self.dropout(gate(h_pre)))
         if not self.first:
             h_out = h_out + h
         return gate(v_pre), h_out
@@ -118,11 +122,13 @@ class GatedPixelCNN(nn.Module):
     position map s of `position_channels` channels that conditions every gate (None: no s; maps
     of any size then work). A map smaller than map_size uses its top-left part (sampling runs on
     the top rows only). levels: L classes for eq. 4 (0: unconditional); every call then takes
-    `labels`, one integer in 0..L-1 per code map.
+    `labels`, one integer in 0..L-1 per code map. dropout: the probability p of dropping a gated
+    feature of the horizontal stack while training; its masks come from `generator` (an
+    np.random.Generator; None: nn.init's shared one).
     """
 
     def __init__(self, num_codes=128, channels=64, n_layers=8, kernel=3, first_kernel=7,
-                 map_size=None, position_channels=8, levels=0):
+                 map_size=None, position_channels=8, levels=0, dropout=0.0, generator=None):
         super().__init__()
         self.num_codes, self.levels = num_codes, levels
         self.embedding = nn.Parameter(np.zeros((num_codes, channels), np.float32))
@@ -132,9 +138,10 @@ class GatedPixelCNN(nn.Module):
             self.position = nn.Parameter(np.zeros((1, position_channels, *map_size), np.float32))
             nn.init.normal_(self.position)
         e = position_channels if map_size is not None else 0
+        drop = {"dropout": dropout, "generator": generator}
         layers = [GatedLayer(channels, first_kernel, first=True, position_channels=e,
-                             levels=levels)]
-        layers += [GatedLayer(channels, kernel, position_channels=e, levels=levels)
+                             levels=levels, **drop)]
+        layers += [GatedLayer(channels, kernel, position_channels=e, levels=levels, **drop)
                    for _ in range(n_layers - 1)]
         self.layers = nn.ModuleList(layers)
         self.head_hidden = nn.Conv2d(channels, channels, 1)
@@ -236,12 +243,15 @@ def bits_per_code(nats):
 
 def mean_bits(prior, codes, labels=None, batch_size=64):
     """Negative log-likelihood of code maps (NumPy (N, h, w)) under the prior, in bits per code;
-    labels (N,): their levels, for a conditional prior."""
+    labels (N,): their levels, for a conditional prior. Measured in eval mode (no dropout)."""
     xp = nn.backend.get_array_module(prior.embedding.data)
     total = 0.0
+    was_training = prior.training
+    prior.eval()
     with nn.no_grad():
         for i in range(0, len(codes), batch_size):
             chunk = codes[i:i + batch_size]
             chunk_labels = None if labels is None else labels[i:i + batch_size]
             total += prior.loss(xp.asarray(chunk), chunk_labels).item() * len(chunk)
+    prior.train(was_training)
     return bits_per_code(total / len(codes))

@@ -41,6 +41,7 @@ SETTINGS = {
     "prior_lr": settings.above(0),
     "prior_batch_size": settings.at_least(1),
     "prior_levels": settings.at_least(0),     # 0: an unconditional prior
+    "prior_dropout": settings.between(0, 1, high_included=False),
     "augment_copies": settings.at_least(0),
     "samples": settings.at_least(2),            # pairwise SSIM needs two samples
     "temperature": settings.above(0),
@@ -367,14 +368,16 @@ def parameter_count(config):
     return encoder + decoder + quantizer + prior
 
 
-def build(config):
-    """(VQVAE, GatedPixelCNN prior over its code maps) for a run's settings (dict or Namespace)."""
+def build(config, dropout_generator=None):
+    """(VQVAE, GatedPixelCNN prior over its code maps) for a run's settings (dict or Namespace);
+    the prior's dropout masks come from `dropout_generator` (None: nn.init's shared one)."""
     c = config if isinstance(config, dict) else vars(config)
     model = VQVAE(c["channels"], c["res_channels"], c["res_blocks"], c["downsamples"], c["codes"],
                   c["code_dim"], c["beta"], c["ema"])
     side = code_side(c)
     prior = GatedPixelCNN(c["codes"], c["prior_channels"], c["prior_layers"], map_size=(side, side),
-                          levels=c.get("prior_levels", 0))        # older runs: unconditional
+                          levels=c.get("prior_levels", 0),        # older runs: unconditional
+                          dropout=c.get("prior_dropout", 0.0), generator=dropout_generator)
     return model, prior
 
 

@@ -192,3 +192,37 @@ def test_conditional_sampling_follows_the_labels(device):
     expected = np.mean([model.loss(nn.backend.to_device(five[i:i + 1], device),
                                    labels[i:i + 1]).item() for i in range(3)])
     assert mean_bits(model, five, labels, batch_size=2) == pytest.approx(bits_per_code(expected))
+
+
+def dropout_model(device, p=0.3):
+    """small_model with dropout p in every gated layer, weights identical to small_model's."""
+    nn.manual_seed(0)
+    return GatedPixelCNN(num_codes=K, channels=6, n_layers=3, kernel=3, first_kernel=7,
+                         map_size=(SIDE, SIDE), dropout=p).to(device, np.float64)
+
+
+def test_dropout_acts_only_while_training(device):
+    codes = np.random.default_rng(3).integers(0, K, (2, SIDE, SIDE))
+    plain, dropped = small_model(device), dropout_model(device)
+    first, second = logits_of(dropped, codes, device), logits_of(dropped, codes, device)
+    assert not np.allclose(first, second)                  # a new mask every training call
+    assert not np.allclose(first, logits_of(plain, codes, device))
+    dropped.eval()
+    np.testing.assert_allclose(logits_of(dropped, codes, device), logits_of(plain, codes, device),
+                               rtol=1e-12, atol=1e-12)    # eval: the same network without dropout
+    dropped.train()
+    assert mean_bits(dropped, codes) == pytest.approx(mean_bits(plain, codes), rel=1e-12)
+    assert dropped.training                                # mean_bits measures in eval, then restores
+
+
+def test_dropout_keeps_the_prior_causal(device):
+    """With the same masks in every call (a fixed seed), no logit sees its own code or a later one:
+    dropout multiplies each feature by a number that does not depend on the codes."""
+    model = dropout_model(device)
+    for layer in model.layers:
+        layer.dropout.generator = 11                       # an int seed: the same mask each call
+    depends = dependence(model, device)
+    n = SIDE * SIDE
+    for p in range(n):
+        for q in range(p + 1):
+            assert not depends[p, q], f"logits at {divmod(q, SIDE)} see {divmod(p, SIDE)}"
