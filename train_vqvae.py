@@ -27,7 +27,8 @@ bundled set is only ~106 training slices). --stage prior and --stage sample cont
 Writes to --out: checkpoint.npz (everything so far), metrics.jsonl, config.json, losses.png (the
 current stage) and vqvae_losses.png / prior_losses.png, reconstructions/epoch_NNN.png (held-out
 originals above their reconstructions), reconstructions.png (with per-image SSIM), codes.png
-(held-out slices and their code maps), samples.png (sampled code maps above the decoded images),
+(held-out slices and their code maps), samples.png (8 sampled code maps, lowest level to highest,
+above the decoded images), sample_grid.png (all samples),
 samples/img_NNNN.png.
 """
 import argparse
@@ -405,10 +406,12 @@ def main():
         model.eval()              # a conditional prior's samples: its levels evenly, lowest first
         decoded, codes = vqvae.generate(model, prior, cfg.samples, side, cfg.seed, cfg.temperature)
         pictures.save_images(decoded, run.path("samples"))
+        pictures.save_grid(decoded, run.path("sample_grid.png"), nrow=8)
+        shown = np.linspace(0, cfg.samples - 1, 8).round().astype(int)   # lowest to highest level
         pictures.image_rows(run.path("samples.png"), [
-            {"images": codes, "label": "sampled codes", "cmap": "tab20", "vmin": 0,
+            {"images": codes[shown], "label": "sampled codes", "cmap": "tab20", "vmin": 0,
              "vmax": cfg.codes - 1, "interpolation": "nearest"},
-            {"images": decoded, "label": "decoded"}])
+            {"images": decoded[shown], "label": "decoded"}])
         report = generation_report(decoded, data.to_float(train_images), data_range=2.0,
                                    seed=cfg.seed)
         run.log("report", step=vqvae_steps + prior_steps, temperature=cfg.temperature,

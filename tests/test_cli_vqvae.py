@@ -52,7 +52,8 @@ def test_every_stage_writes_its_outputs(full_run):
     out, text = full_run
     for name in ["checkpoint.npz", "metrics.jsonl", "config.json", "losses.png",
                  "vqvae_losses.png", "prior_losses.png", "reconstructions.png", "codes.png",
-                 "samples.png", "reconstructions/epoch_001.png", "reconstructions/epoch_004.png",
+                 "samples.png", "sample_grid.png", "reconstructions/epoch_001.png",
+                 "reconstructions/epoch_004.png",
                  "samples/img_0000.png", "samples/img_0003.png"]:
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     logged = {e["event"]: e for e in events(out)}
