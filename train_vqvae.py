@@ -1,6 +1,6 @@
 """Train a VQ-VAE (van den Oord et al. 2017) and a gated PixelCNN prior over its codes; sample brains.
 
-    python train_vqvae.py                     # all three stages, bundled MNI slices, CPU (~15 min, 2 cores)
+    python train_vqvae.py                     # all three stages, bundled MNI slices, CPU (~20 min, 2 cores)
     python train_vqvae.py --stage vqvae       # stage 1 only; later:  --stage prior,  --stage sample
     python train_vqvae.py --out runs/vqvae --resume                     # continue after Ctrl-C
     python train_vqvae.py --data /data/OASIS --split train --image-size 128 --downsamples 3 \\
@@ -8,14 +8,15 @@
     python train_vqvae.py --data /data/other --prior-levels 0           # slices of unknown level
 
 Stage 1, vqvae: images -> encoder -> nearest codebook vectors -> decoder, trained on reconstruction
-  MSE + codebook loss + 0.25 x commitment loss (EMA codebook and dead-code restarts by default),
+  MSE + codebook loss + 0.25 x commitment loss (EMA codebook of K = 128 codes, dead-code restarts),
   15 epochs of 400 steps of 8 slices, not augmented (--augment to augment them).
   Every fifth slice (index % 5 == 4) is held out and only used to measure reconstruction SSIM.
 Stage 2, prior: every training slice (and --augment-copies augmented copies of each) is encoded
   once into a code map; a gated PixelCNN learns p(code map | slice level) by cross-entropy, 12
-  epochs of 200 steps of 16 maps (the same maps per epoch as stage 1's slices). The level is the
-  slice's height in --prior-levels equal bins (data/levels.py; 0 = unconditional). Every epoch
-  reports bits per code on the un-augmented training maps and on the held-out slices' maps.
+  epochs of 200 steps of 16 maps (the same maps per epoch as stage 1's slices), dropout 0.1 in
+  every gated layer. The level is the slice's height in --prior-levels equal bins
+  (data/levels.py; 0 = unconditional). Every epoch reports bits per code on the un-augmented
+  training maps and on the held-out slices' maps.
 Stage 3, sample: the PixelCNN draws --samples code maps at temperature 0.8, covering the levels
   evenly, one position at a time (one network pass per code: 256 passes for a 16x16 map, which
   is why the defaults keep the map at 16x16), and the decoder turns them into images.
@@ -62,7 +63,10 @@ def flags():
     g.add_argument("--res-blocks", type=int, default=2, help="default: %(default)s")
     g.add_argument("--downsamples", type=int, default=2,
                    help="stride-2 layers: code map side = image size / 2^downsamples (default: %(default)s)")
-    g.add_argument("--codes", type=int, default=256, help="codebook size K (default: %(default)s)")
+    g.add_argument("--codes", type=int, default=128,
+                   help="codebook size K; 256 reconstructs a little better (held-out SSIM 0.921 "
+                        "against 0.913) but its maps are harder for the prior (2.49 against 2.20 "
+                        "bits per code) (default: %(default)s)")
     g.add_argument("--code-dim", type=int, default=32, help="code vector size D (default: %(default)s)")
     g.add_argument("--beta", type=float, default=0.25, help="commitment weight (default: %(default)s)")
     g.add_argument("--no-ema", dest="ema", action="store_false",
@@ -84,9 +88,10 @@ def flags():
                    help="condition the prior on the slice's level, its height cut into this many "
                         "equal bins (bundled set: z in mm; OASIS: the slice index); "
                         "0 = unconditional (default: %(default)s)")
-    g.add_argument("--prior-dropout", type=float, default=0.0,
-                   help="dropout probability of the gated features while the prior trains "
-                        "(default: %(default)s)")
+    g.add_argument("--prior-dropout", type=float, default=0.1,
+                   help="dropout probability of the gated features while the prior trains; "
+                        "0.1 lowered the held-out bits per code from 2.53 to 2.49 at K = 256, "
+                        "0.25 raised them to 2.57 (default: %(default)s)")
     g.add_argument("--augment-copies", type=int, default=8,
                    help="augmented copies of each training slice to encode for the prior "
                         "(default: %(default)s)")

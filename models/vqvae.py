@@ -46,9 +46,9 @@ SETTINGS = {
     "samples": settings.at_least(2),            # pairwise SSIM needs two samples
     "temperature": settings.above(0),
 }
-GRAPH_FACTOR, PRIOR_GRAPH_FACTOR = 3.5, 6.5   # see memory_estimate; benchmarks/bench_memory.py:
-# at the defaults (batch 8, prior batch 16) the prior's step peaks, 403 MiB measured; the estimate
-# is 450 MiB (6 gave 416, too close)
+GRAPH_FACTOR, PRIOR_GRAPH_FACTOR = 3.5, 7.5   # see memory_estimate; benchmarks/bench_memory.py:
+# at the defaults (batch 8, prior batch 16, K = 128, dropout 0.1: one mask per gated layer) the
+# prior's step peaks, 408 MiB measured, estimated 472 (6.5 gave 410, too close)
 TEMPERATURE = 0.8   # sampling default: nearest-neighbour SSIM 0.611 at 1.0, 0.635 at 0.8, pairwise
                     # SSIM 0.322 -> 0.333 (real slices 0.343); lower copies the training set more
 
