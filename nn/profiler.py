@@ -116,8 +116,8 @@ class Profile:
                  f"{'total ms':>11}{'share':>8}  largest input"]
         for r in self.rows:
             shape = "x".join(map(str, r["largest_input"])) or "scalar"
-            lines.append(f"{r['op']:<20}{r['forward_calls'] / steps:>7g}"
-                         f"{r['forward_ms'] / steps:>12.2f}{r['backward_calls'] / steps:>7g}"
+            lines.append(f"{r['op']:<20}{r['forward_calls'] / steps:>7.4g}"
+                         f"{r['forward_ms'] / steps:>12.2f}{r['backward_calls'] / steps:>7.4g}"
                          f"{r['backward_ms'] / steps:>13.2f}{r['total_ms'] / steps:>11.2f}"
                          f"{r['share']:>8.1%}  {shape}")
         outside = self.outside_ms / self.wall_ms if self.wall_ms else 0.0
