@@ -63,7 +63,8 @@ SETTINGS = {
                                                             "another StyleGAN run")),
 }
 MBSTD_GROUP = 4          # D's minibatch standard deviation works on groups of 4 images
-GRAPH_FACTOR = 16        # see memory_estimate; benchmarks/bench_memory.py
+GRAPH_FACTOR = 18        # see memory_estimate; benchmarks/bench_memory.py: at the defaults
+# (WGAN-GP) 498 MiB measured, estimated 548 (16 gave 488, too few)
 
 
 def phase_images(config):
@@ -479,7 +480,7 @@ def memory_estimate(config):
     """Bytes a training step at the final resolution S needs (settings.step_bytes), with the
     feature maps of one image: G's two style layers per resolution r (2 w_r r^2) and the
     upsampled input (w_{r/2} r^2), D's convolutions (2 w_r + w_{r/2}) r^2. D runs on real and
-    fake images, twice more for the R1 penalty's double backward, and in G's step."""
+    fake images, twice more for the penalty's double backward (R1 or WGAN-GP), and in G's step."""
     c = config if isinstance(config, dict) else vars(config)
     widths = channel_widths(c["image_size"], c["fmap_base"], c["fmap_max"])
     maps = 0
