@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import nn  # noqa: E402
 from models import dcgan  # noqa: E402
-from benchmarks.bench_conv import cpu_model  # noqa: E402
+from benchmarks.machine import cpu_model  # noqa: E402
 from train_dcgan import train_step  # noqa: E402
 
 
