@@ -17,6 +17,7 @@ Writes to --out (default: comparison/):
                                     images scored as if they were samples: what "as good as real"
                                     means on these data), then one row per model
     samples.png                     8 held-out real slices, then a row of 8 samples per model
+                                    (both evenly spaced through the set)
     memorisation_<i>_<model>.png    per model: the nearest-training distances of its samples
                                     against those of held-out images, and its most-copied samples
                                     beside their nearest training images
@@ -306,14 +307,19 @@ def compare(args):
         f.write(table)
     with open(written[1], "w") as f:
         f.write(comparison.csv_text(rows))
-    spread = np.unique(np.linspace(0, len(heldout) - 1, SHOWN).round().astype(int))
-    figure_rows = [("real slices (held-out, evenly spaced)", heldout[spread])]
-    figure_rows += [(label, samples) for samples, (label, _, _) in zip(drawn, runs)]
+    figure_rows = [("real slices (held-out, evenly spaced)", evenly_spaced(heldout))]
+    figure_rows += [(label, evenly_spaced(samples)) for samples, (label, _, _) in zip(drawn, runs)]
     written.append(comparison.plot_rows(figure_rows, os.path.join(out, "samples.png"), SHOWN))
     for i, ((copying, samples, label), (_, _, checkpoint)) in enumerate(zip(figures, runs), 1):
         path = os.path.join(out, f"memorisation_{i}_{checkpoint['model']}.png")
         written.append(plot_memorisation(copying, samples, train, path, title=label))
     print("wrote " + ", ".join(written), flush=True)
+
+
+def evenly_spaced(images, count=SHOWN):
+    """`count` images from first to last, evenly spaced: the held-out slices from the bottom of the
+    head to the top, and a conditional prior's samples (drawn level by level) from every level."""
+    return images[np.unique(np.linspace(0, len(images) - 1, count).round().astype(int))]
 
 
 def main():
