@@ -226,3 +226,22 @@ def test_dropout_keeps_the_prior_causal(device):
     for p in range(n):
         for q in range(p + 1):
             assert not depends[p, q], f"logits at {divmod(q, SIDE)} see {divmod(p, SIDE)}"
+
+
+def test_gated_layer_with_dropout_gradients(device, rng):
+    """With a fixed mask (an int seed draws the same mask every call) the layer with dropout is a
+    smooth function: every input and parameter against finite differences."""
+    nn.manual_seed(0)
+    layer = GatedLayer(3, 3, position_channels=2, levels=LEVELS, dropout=0.3,
+                       generator=5).to(device, np.float64)
+
+    def tensor(*shape):
+        return nn.Tensor(rng.standard_normal(shape), requires_grad=True).to(device)
+    v, h, position, level = tensor(2, 3, 4, 5), tensor(2, 3, 4, 5), tensor(1, 2, 4, 5), \
+        tensor(2, LEVELS)
+    with nn.no_grad():
+        first = layer(v, h, position, level)[1].numpy()
+        second = layer(v, h, position, level)[1].numpy()
+    np.testing.assert_array_equal(first, second)           # the same mask in every call
+    assert nn.gradcheck(lambda *inputs: layer(*inputs), [v, h, position, level],
+                        params=list(layer.parameters()))
