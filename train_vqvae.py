@@ -1,6 +1,6 @@
 """Train a VQ-VAE (van den Oord et al. 2017) and a gated PixelCNN prior over its codes; sample brains.
 
-    python train_vqvae.py                     # all three stages, bundled MNI slices, CPU (~20 min, 2 cores)
+    python train_vqvae.py                     # all three stages, bundled slices, CPU (~20 min)
     python train_vqvae.py --stage vqvae       # stage 1 only; later:  --stage prior,  --stage sample
     python train_vqvae.py --out runs/vqvae --resume                     # continue after Ctrl-C
     python train_vqvae.py --data /data/OASIS --split train --image-size 128 --downsamples 3 \\

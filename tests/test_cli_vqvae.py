@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--channels", "8", "--res-channels", "4", "--res-blocks", "1",
         "--codes", "48", "--code-dim", "4", "--batch-size", "8", "--steps-per-epoch", "2",
         "--prior-channels", "4", "--prior-layers", "2", "--augment-copies", "1",
-        "--samples", "4", "--prior-batch-size", "8", "--prior-levels", "4", "--prior-dropout", "0.2"]
+        "--samples", "4", "--prior-batch-size", "8", "--prior-levels", "4",
+        "--prior-dropout", "0.2"]
 # 16x16 slices, 4x4 code maps; a prior conditioned on 4 slice levels, with dropout (so the resume
 # test also checks that the dropout masks continue exactly), 2 steps a prior epoch
 

@@ -212,7 +212,7 @@ def test_dropout_acts_only_while_training(device):
                                rtol=1e-12, atol=1e-12)    # eval: the same network without dropout
     dropped.train()
     assert mean_bits(dropped, codes) == pytest.approx(mean_bits(plain, codes), rel=1e-12)
-    assert dropped.training                                # mean_bits measures in eval, then restores
+    assert dropped.training                  # mean_bits measures in eval mode, then restores it
 
 
 def test_dropout_keeps_the_prior_causal(device):
