@@ -127,14 +127,17 @@ def check_settings(config, images=None):
 
 def settings_of_older_runs(run):
     """Runs saved before a flag existed keep what they did then: a stage 1 with augmented
-    batches, and (once their prior exists) an unconditional prior. config.json says so."""
+    batches, and (once their prior exists) an unconditional prior without dropout. config.json
+    says so."""
     saved, cfg = run.checkpoint, run.config
-    if not saved or {"augment", "prior_levels"} <= set(saved["config"]):
+    if not saved or {"augment", "prior_levels", "prior_dropout"} <= set(saved["config"]):
         return
     if "augment" not in saved["config"]:
         cfg.augment = True
     if "prior" in saved and "prior_levels" not in saved["config"]:
         cfg.prior_levels = 0
+    if "prior" in saved and "prior_dropout" not in saved["config"]:
+        cfg.prior_dropout = 0.0
     run.write_config()
 
 

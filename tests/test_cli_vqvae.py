@@ -188,7 +188,7 @@ def test_a_run_saved_before_slice_levels_still_samples_unconditionally(tmp_path,
     saved = nn.load(path)
     config = saved["config"]
     config = json.loads(config) if isinstance(config, str) else dict(config)
-    for key in ("prior_levels", "prior_batch_size", "augment"):
+    for key in ("prior_levels", "prior_batch_size", "prior_dropout", "augment"):
         del config[key]
     saved["config"] = json.dumps(config) if isinstance(saved["config"], str) else config
     del saved["prior_slices"]
@@ -196,7 +196,8 @@ def test_a_run_saved_before_slice_levels_still_samples_unconditionally(tmp_path,
     text = train(out, "--stage", "sample", "--temperature", "1.0", device=device)   # TINY: levels 4
     assert "nearest-neighbour SSIM" in text
     assert [e for e in events(out) if e["event"] == "report"][-1]["temperature"] == 1.0
-    assert json.load(open(os.path.join(out, "config.json")))["prior_levels"] == 0
+    written = json.load(open(os.path.join(out, "config.json")))
+    assert written["prior_levels"] == 0 and written["prior_dropout"] == 0.0
     text = run("generate.py", "--checkpoint", path, "--n", "2", "--out", str(tmp_path / "g"),
                "--device", device)
     assert os.path.exists(tmp_path / "g" / "img_0001.png"), text
