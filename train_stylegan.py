@@ -65,10 +65,11 @@ def flags():
                    help="WGAN-GP + drift, or non-saturating + R1 (ns-r1, the paper's); on the "
                         "bundled slices WGAN-GP's samples scored 0.470 against 0.419 "
                         "(default: %(default)s)")
-    g.add_argument("--gamma", type=float, default=10.0, help="R1 weight (default: %(default)s)")
+    g.add_argument("--gamma", type=float, default=10.0,
+                   help="R1 weight, with --loss ns-r1 (default: %(default)s)")
     g.add_argument("--gamma-scaling", choices=GAMMA_SCALINGS, default="none",
                    help="resolution: R1's gamma at each phase times (res / image-size)^2, "
-                        "StyleGAN2-ADA's gamma ~ res^2 (default: %(default)s)")
+                        "StyleGAN2-ADA's gamma ~ res^2; with --loss ns-r1 (default: %(default)s)")
     g.add_argument("--diffaugment", default="", metavar="POLICY",
                    help="DiffAugment (Zhao et al. 2020): augment real and generated images before "
                         "D, a comma list of " + ",".join(diffaugment.POLICIES) +

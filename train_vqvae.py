@@ -294,8 +294,10 @@ def prior_step(prior, optimizer, codes, labels=None):
 def train_prior(run, state, code_maps, offset, step, n_train):
     """Stage 2 from prior step `step` to the end; global steps continue after the VQ-VAE's
     `offset`. Every epoch ends with the bits per code on the n_train un-augmented training maps
-    and on the held-out maps, logged and printed. Returns the prior steps done."""
+    and on the held-out maps, logged and printed. Returns the prior steps done and the last
+    epoch's (training, held-out) bits, None when no epoch was left to train."""
     cfg, prior, optimizer = run.config, state["prior"], state["prior_optimizer"]
+    bits = None
     xp = nn.backend.array_module_for(run.device)
     train_codes = code_maps["prior_codes"]
     steps_per_epoch = prior_steps_per_epoch(cfg, len(train_codes))
@@ -315,13 +317,14 @@ def train_prior(run, state, code_maps, offset, step, n_train):
                                   prior_steps=step + 1, **code_maps)
         step = end
         train_bits, held_bits = prior_bits(prior, code_maps, n_train)
+        bits = (train_bits, held_bits)
         run.end_epoch(train_nll_bits=train_bits, held_out_nll_bits=held_bits)
         print(f"  prior bits per code: {train_bits:.3f} on the training maps, {held_bits:.3f} on "
               "the held-out maps", flush=True)
         pictures.plot_losses(run.history, run.path("prior_losses.png"),
                              title="PixelCNN prior: negative log-likelihood (bits per code)")
         run.save(state, offset + step, vqvae_steps=offset, prior_steps=step, **code_maps)
-    return step
+    return step, bits
 
 
 # ---- the three stages ------------------------------------------------------------------------------
@@ -396,9 +399,9 @@ def main():
             nn.profile_steps(lambda: prior_step(prior, prior_optimizer, *prior_batch(
                 cfg, code_maps, next(steps), xp)), cfg.profile, run.path("profile.txt"))
             return
-        prior_steps = train_prior(run, state, code_maps, vqvae_steps, prior_steps,
-                                  len(train_images))
-        train_bits, bits = prior_bits(prior, code_maps, len(train_images))
+        prior_steps, last_bits = train_prior(run, state, code_maps, vqvae_steps, prior_steps,
+                                             len(train_images))
+        train_bits, bits = last_bits or prior_bits(prior, code_maps, len(train_images))
         run.log("prior", step=vqvae_steps + prior_steps, held_out_nll_bits=bits,
                 train_nll_bits=train_bits)
         print(f"prior: held-out negative log-likelihood {bits:.3f} bits per code", flush=True)

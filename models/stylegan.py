@@ -90,9 +90,13 @@ def check_settings(config, images=None):
     """Raise settings.SettingsError for the first setting StyleGAN cannot work with: SETTINGS, the
     batch size (a multiple of the minibatch-stddev group), the phase list, and, when the steps
     per epoch are known (given, or from the number of `images`), a run that would end below
-    16x16, where the final report cannot measure SSIM."""
+    16x16, where the final report cannot measure SSIM; and gamma scaling without R1, where it
+    would change nothing."""
     settings.check(config, SETTINGS)
     c = config if isinstance(config, dict) else vars(config)
+    if c.get("gamma_scaling", "none") != "none" and c.get("loss") != "ns-r1":
+        raise settings.SettingsError("gamma_scaling", c["gamma_scaling"], "it scales R1's gamma, "
+                                     "and only --loss ns-r1 has R1: add --loss ns-r1")
     if c["batch_size"] % MBSTD_GROUP:
         raise settings.SettingsError("batch_size", c["batch_size"], f"use a multiple of "
                                      f"{MBSTD_GROUP} (minibatch standard deviation groups)")

@@ -110,6 +110,8 @@ OWN = {   # each script's own flags
                                       "translation, cutout"),
         (["--diffaugment", "cutout,cutout"], "--diffaugment cutout,cutout"),
         (["--gamma-scaling", "pixels"], "argument --gamma-scaling: invalid choice"),
+        (["--gamma-scaling", "resolution"], "--gamma-scaling resolution: it scales R1's gamma, "
+                                            "and only --loss ns-r1 has R1: add --loss ns-r1"),
         (["--ema-half-life", "0"], "--ema-half-life 0.0"), (["--samples", "1"], "--samples 1"),
         (["--metrics-real", "0"], "--metrics-real 0"), (["--loss", "hinge"], "invalid choice"),
         (["--compare-with", "{tmp}/missing.npz"], "missing.npz: no such file"),
