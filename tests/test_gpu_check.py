@@ -40,6 +40,8 @@ def test_the_dry_run_runs_every_part_and_writes_every_figure(tmp_path, device):
     assert [part["name"] for part in report["parts"]] == PARTS
     statuses = {part["name"]: part["status"] for part in report["parts"]}
     assert statuses.pop("tests (slow)") == "no tests"          # the dry run selects no slow test
+    expected = "passed" if report["machine"]["torch"] else "optional, skipped"
+    assert statuses.pop("pytorch") == expected                 # PyTorch is an optional extra
     assert set(statuses.values()) == {"passed"}, statuses
     assert report["parts"][0]["summary"]["passed"] >= 3
     for model in ("dcgan", "vqvae", "stylegan"):
