@@ -34,7 +34,8 @@ import data
 import experiment
 import nn
 from evaluation import embedding
-from evaluation.report import write_report
+from evaluation.curve import LearningCurve, plot_curve
+from evaluation.report import read_records, write_report
 from evaluation.ssim import generation_report, print_report
 from experiment import pictures
 from experiment.files import copy_atomically
@@ -53,6 +54,16 @@ def flags():
     g.add_argument("--fmap-base", type=int, default=512,
                    help="channels at resolution R: min(fmap-max, fmap-base / R) (default: %(default)s)")
     g.add_argument("--fmap-max", type=int, default=64, help="default: %(default)s")
+    g.add_argument("--d-fmap-base", type=int, default=None,
+                   help="D's own --fmap-base (default: G's)")
+    g.add_argument("--d-fmap-max", type=int, default=None, help="D's own --fmap-max (default: G's)")
+    g.add_argument("--critic", choices=stylegan.CRITICS, default="stylegan",
+                   help="D: StyleGAN's own (grown with G), or DCGAN's (strided 4x4 convolutions, "
+                        "batch norm, dropout; always at the final size, lower phases scaled up "
+                        "to it; needs --loss ns) (default: %(default)s)")
+    g.add_argument("--ndf", type=int, default=32, help="--critic dcgan: its width (default: %(default)s)")
+    g.add_argument("--dropout", type=float, default=0.4,
+                   help="--critic dcgan: dropout after its hidden layers (default: %(default)s)")
     g.add_argument("--phase-images", default="16000,16000,12000",
                    help="images at each resolution before the final one, from 8x8 up: one number "
                         "for all or a comma list (default: %(default)s)")
@@ -79,10 +90,16 @@ def flags():
     g.add_argument("--reg-every", type=int, default=4,
                    help="lazy regularisation: penalty every k steps, times k (default: %(default)s)")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--lr-d", type=float, default=None,
+                   help="D's learning rate if different from --lr (default: --lr)")
     g.add_argument("--style-mixing", type=float, default=0.9,
                    help="probability of mixing two latents in a batch (default: %(default)s)")
     g.add_argument("--ema-half-life", type=float, default=1000.0,
                    help="images over which the averaged generator forgets half (default: %(default)s)")
+    g.add_argument("--curve-every", type=int, default=1,
+                   help="score the averaged generator's samples every N epochs and at the end of "
+                        "every phase (learning_curve.png, 'curve' records); 0 = never "
+                        "(default: %(default)s)")
     g.add_argument("--samples", type=int, default=64,
                    help="images in the grids and the final report (default: %(default)s)")
     g.add_argument("--metrics-real", type=int, default=2000,
@@ -98,7 +115,8 @@ def make_optimizers(G, D, resolution, cfg):
     2018, appendix A.1: the state is reset whenever a resolution is added)."""
     return {"optimizer_g": nn.optim.Adam(stylegan.parameters_at(G, resolution), lr=cfg.lr,
                                          betas=(0.0, 0.99)),
-            "optimizer_d": nn.optim.Adam(stylegan.parameters_at(D, resolution), lr=cfg.lr,
+            "optimizer_d": nn.optim.Adam(stylegan.parameters_at(D, resolution),
+                                         lr=getattr(cfg, "lr_d", None) or cfg.lr,
                                          betas=(0.0, 0.99))}
 
 
@@ -153,9 +171,11 @@ def train_step(G, D, opt_g, opt_d, real, resolution, alpha, step, rng, cfg, devi
 
 # ---- the end of a phase, the seconds per image, real images at a resolution -------------------------
 
-def save_phase(run, state, step, resolution, timing, samples):
+def save_phase(run, state, step, resolution, timing, samples, curve=None):
     """Pictures, loss curves and a copy of the checkpoint for the resolution just finished."""
     folder = ("phases", f"res_{resolution}")
+    if curve is not None:
+        curve(step, resolution, 1.0, samples)
     run.save(state, step, resolution=resolution, timing=timing)   # reads the recorded values
     pictures.save_grid(samples, run.path(*folder, "samples.png"))
     pictures.plot_losses(run.history, run.path(*folder, "losses.png"),
@@ -236,6 +256,24 @@ def train():
     resolution = int(saved.get("resolution", schedule.at(0)[0]))  # the loop grows it when due
     state = {"generator": G, "discriminator": D, "generator_ema": G_ema,
              **make_optimizers(G, D, resolution, cfg), "rng": rng, "rng_augment": rng_augment}
+    if cfg.critic == "dcgan":
+        state["rng_nn"] = nn.init.default_generator()             # its dropout masks
+
+    learning_curve = LearningCurve(dataset.images, cfg.samples, seed=cfg.seed) \
+        if cfg.curve_every else None
+
+    def curve(step, resolution, alpha, samples):
+        """Score the fixed samples: one 'curve' record, and learning_curve.png redrawn."""
+        if learning_curve is None or (points and points[-1]["step"] == step):
+            return                                                # none, or scored already
+        point = {"step": step, "images": step * cfg.batch_size, "resolution": resolution,
+                 "alpha": round(alpha, 3), **learning_curve.score(samples, resolution)}
+        run.log("curve", **point)
+        points.append(point)
+        plot_curve(points, run.path("learning_curve.png"),
+                   title=f"StyleGAN: the averaged generator's {cfg.samples} fixed samples")
+    points = [r for _, r in read_records(cfg.out) if r.get("event") == "curve"] \
+        if run.checkpoint else []
     step = run.restore(state)
     timing = {r: np.asarray(v, np.float64) for r, v in saved.get("timing", {}).items()}
     if cfg.profile:                               # --profile N: time N steps op by op, then stop
@@ -258,7 +296,8 @@ def train():
         for step, batch in experiment.stream(loader, step, end):
             new_resolution, alpha = schedule.at(step)
             if new_resolution != resolution:                      # a new phase: grow, reset Adam
-                save_phase(run, state, step, resolution, timing, fixed_samples(resolution))
+                save_phase(run, state, step, resolution, timing, fixed_samples(resolution),
+                           curve)
                 resolution = new_resolution
                 state.update(make_optimizers(G, D, resolution, cfg))
             real = stylegan.fade_real_images(batch, resolution, alpha)
@@ -275,12 +314,15 @@ def train():
             timing[str(resolution)] += (time.perf_counter() - started, cfg.batch_size)
             run.stop_if_requested(state, step + 1, resolution=resolution, timing=timing)
         step = end
-        pictures.save_grid(pictures.upscale(fixed_samples(resolution), cfg.image_size),
+        samples = fixed_samples(resolution)
+        pictures.save_grid(pictures.upscale(samples, cfg.image_size),
                            run.path("samples", f"epoch_{epoch + 1:03d}.png"))
+        if cfg.curve_every and (epoch + 1) % cfg.curve_every == 0 and epoch + 1 < cfg.epochs:
+            curve(step, resolution, alpha, samples)
         run.end_epoch(resolution=resolution, alpha=round(alpha, 3),
                       seconds_per_image=seconds_per_image(timing, resolution))
         run.save(state, step, resolution=resolution, timing=timing)
-    save_phase(run, state, step, resolution, timing, fixed_samples(resolution))
+    save_phase(run, state, step, resolution, timing, fixed_samples(resolution), curve)
 
     # ---- how good are the samples? --------------------------------------------------------------
     report_rng = np.random.default_rng([cfg.seed, 3])

@@ -21,6 +21,7 @@ from .run import METRICS, Run
 
 ALWAYS_RESUMABLE = ("epochs", "device", "resume", "overwrite", "out", "strict",
                     "skip_memory_check", "profile")
+THIS_COMMAND_ONLY = ("resume", "overwrite", "profile")   # never taken from the saved settings
 RUN_FILES = (CHECKPOINT, METRICS, "config.json")   # a folder holding one of these is a run
 SHARED_SETTINGS = {"epochs": settings.at_least(1), "batch_size": settings.at_least(1),
                    "image_size": settings.at_least(1), "steps_per_epoch": settings.at_least(0),
@@ -207,6 +208,6 @@ def _merge_resumed(config, checkpoint, explicit, resumable, path):
                               f"these flags differ: {', '.join(clashes)}. Drop them, or start a new "
                               "run in another --out", code=2)
     for key in resumable:
-        if key in explicit or key not in saved:
+        if key in explicit or key not in saved or key in THIS_COMMAND_ONLY:
             saved[key] = getattr(config, key)
     return argparse.Namespace(**{**vars(config), **saved})

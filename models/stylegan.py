@@ -30,12 +30,13 @@ import nn
 import nn.functional as F
 from nn.ops import broadcast_to
 
-from . import diffaugment, settings
-from .stylegan_losses import GAMMA_SCALINGS
+from . import dcgan, diffaugment, settings
+from .stylegan_losses import GAMMA_SCALINGS, LOSSES
 from .stylegan_layers import (EqualConv2d, EqualLinear, NoiseInjection, StyleModulation, blur,
                               lrelu)
 
 START_RESOLUTION = 8
+CRITICS = ("stylegan", "dcgan")   # D: StyleGAN's own, or DCGAN's strided one (StridedCritic)
 REPORT_RESOLUTION = 16   # the final report's SSIM needs images of at least 11x11
 
 # ---- the settings StyleGAN accepts (train_stylegan.py checks them before it writes anything) -----
@@ -47,6 +48,13 @@ SETTINGS = {
     "mapping_layers": settings.at_least(1),
     "fmap_base": settings.at_least(1),
     "fmap_max": settings.at_least(1),
+    "d_fmap_base": settings.optional(settings.at_least(1)),
+    "d_fmap_max": settings.optional(settings.at_least(1)),
+    "critic": settings.one_of(CRITICS),
+    "ndf": settings.at_least(1),
+    "dropout": settings.between(0, 1, high_included=False),
+    "loss": settings.one_of(LOSSES),
+    "lr_d": settings.optional(settings.above(0)),
     "fade_images": settings.at_least(0),
     "gamma": settings.number_at_least(0),
     "gamma_scaling": settings.one_of(GAMMA_SCALINGS),
@@ -94,6 +102,10 @@ def check_settings(config, images=None):
     would change nothing."""
     settings.check(config, SETTINGS)
     c = config if isinstance(config, dict) else vars(config)
+    if c.get("critic") == "dcgan" and c.get("loss") != "ns":
+        raise settings.SettingsError("loss", c["loss"], "--critic dcgan has batch norm, which "
+                                     "couples the images of a batch and so breaks a per-image "
+                                     "gradient penalty: use --loss ns")
     if c.get("gamma_scaling", "none") != "none" and c.get("loss") != "ns-r1":
         raise settings.SettingsError("gamma_scaling", c["gamma_scaling"], "it scales R1's gamma, "
                                      "and only --loss ns-r1 has R1: add --loss ns-r1")
@@ -393,6 +405,23 @@ class Discriminator(nn.Module):
         return super().load_state_dict(with_current_names(state), strict)
 
 
+class StridedCritic(nn.Module):
+    """DCGAN's discriminator (models/dcgan.py: 4x4 stride-2 convolutions, batch norm, LeakyReLU
+    0.2, dropout after each hidden layer) as StyleGAN's D. It is not grown: it always works at
+    the final size, so the images of a lower phase (G's, faded as G fades them, and the real ones
+    faded the same way) are scaled up to it by repeating pixels before it sees them."""
+
+    def __init__(self, image_size=64, ndf=32, dropout=0.4):
+        super().__init__()
+        self.image_size = image_size
+        self.net = dcgan.init_weights(dcgan.Discriminator(image_size, ndf, dropout=dropout))
+
+    def forward(self, image, resolution, alpha=1.0):
+        if image.shape[-1] < self.image_size:
+            image = F.upsample_nearest(image, scale_factor=self.image_size // image.shape[-1])
+        return self.net(image).reshape(image.shape[0], 1)
+
+
 # ---- real images and the generator average ---------------------------------------------------
 
 def downscale_array(images, factor):
@@ -523,8 +552,11 @@ def build(config, seed=0):
     blur = c.get("blur", False)   # runs from before the blur existed have no "blur" setting
     generator = Generator(c["image_size"], c["z_dim"], c["w_dim"], c["mapping_layers"],
                           c["fmap_base"], c["fmap_max"], seed=seed, blur=blur)
-    discriminator = Discriminator(c["image_size"], c["fmap_base"], c["fmap_max"], seed=seed + 1,
-                                  blur=blur)
+    if c.get("critic", "stylegan") == "dcgan":
+        nn.manual_seed(seed + 1)
+        return generator, StridedCritic(c["image_size"], c["ndf"], c["dropout"])
+    discriminator = Discriminator(c["image_size"], c.get("d_fmap_base") or c["fmap_base"],
+                                  c.get("d_fmap_max") or c["fmap_max"], seed=seed + 1, blur=blur)
     return generator, discriminator
 
 

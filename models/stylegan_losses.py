@@ -34,7 +34,7 @@ import numpy as np
 import nn
 import nn.functional as F
 
-LOSSES = ("ns-r1", "wgan-gp")
+LOSSES = ("ns-r1", "wgan-gp", "ns")   # ns: non-saturating without a penalty (DCGAN's)
 GAMMA_SCALINGS = ("none", "resolution")
 
 
@@ -93,11 +93,11 @@ def discriminator_loss(discriminator, reals, fakes, resolution, alpha, loss="ns-
     real_scores = discriminator(real_seen, resolution, alpha)
     fake_scores = discriminator(fake_seen, resolution, alpha)
     log = {"d_real": real_scores.data.mean(), "d_fake": fake_scores.data.mean()}
-    if loss == "ns-r1":
+    if loss in ("ns-r1", "ns"):
         # E[softplus(D(G(z)))] + E[softplus(-D(x))]
         total = F.softplus(fake_scores).mean() + F.softplus(-real_scores).mean()
         log["d_loss"] = total.data
-        if regularise:
+        if regularise and loss == "ns-r1":
             penalty = r1_penalty(real_scores, real_t, gamma)
             log["penalty"] = penalty.data
             total = total + penalty * reg_every
@@ -117,7 +117,7 @@ def discriminator_loss(discriminator, reals, fakes, resolution, alpha, loss="ns-
 
 def generator_loss(fake_scores, loss="ns-r1"):
     """L_G from D's scores on generated images."""
-    if loss == "ns-r1":
+    if loss in ("ns-r1", "ns"):
         return F.softplus(-fake_scores).mean()
     if loss == "wgan-gp":
         return -fake_scores.mean()

@@ -47,7 +47,14 @@ def test_a_tiny_progressive_run_writes_every_output(finished):
     with open(out / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
     events = [r["event"] for r in records]
-    assert events == ["start", "epoch", "phase", "epoch", "epoch", "phase", "report", "sample_quality"]
+    assert events == ["start", "curve", "epoch", "curve", "phase", "curve", "epoch", "epoch",
+                      "curve", "phase", "report", "sample_quality"]
+    curve = [r for r in records if r["event"] == "curve"]          # scored every epoch and phase
+    assert [(r["step"], r["images"], r["resolution"]) for r in curve] == \
+        [(2, 16, 8), (3, 24, 8), (4, 32, 16), (6, 48, 16)]
+    assert all(0 <= r[k] <= 1 for r in curve for k in ("nn_ssim", "recall", "coverage"))
+    assert curve[0]["ceiling_nn_ssim"] < curve[-1]["ceiling_nn_ssim"] <= 1   # blocky 8x8: lower
+    assert os.path.getsize(out / "learning_curve.png") > 0
     epochs = [r for r in records if r["event"] == "epoch"]
     assert [(r["step"], r["resolution"], r["alpha"]) for r in epochs] == \
         [(2, 8, 1.0), (4, 16, 0.0), (6, 16, 1.0)]

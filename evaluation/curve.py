@@ -1,0 +1,92 @@
+"""The learning curve: how good a generator's samples are, against the number of images shown.
+
+    curve = LearningCurve(dataset.images, n_samples=64)   # real images at the final size, uint8
+    point = curve.score(samples, resolution)              # samples (M, 1, R, R) in [-1, 1]
+    run.log("curve", images=..., resolution=..., **point)
+    plot_curve(points, "learning_curve.png")
+
+Every point is scored the way compare.py scores a model (evaluation/comparison.py: the held-out
+rule, NN-SSIM against the training images, precision / recall / coverage on PCA features), at the
+final image size: samples of a lower resolution (an earlier phase of a progressive GAN) are scaled
+up to it by repeating pixels. A blocky image cannot match a sharp slice, so each point also
+carries the "ceiling" of its resolution: the NN-SSIM of held-out real slices shrunk to that
+resolution (box filter) and scaled up the same way, the most a perfect model of that phase could
+score. A dip at the start of a phase that the ceiling does not explain is the model's, not the
+measurement's.
+"""
+import numpy as np
+
+from evaluation.comparison import Judge, real_sets
+from evaluation.ssim import nearest_neighbour_ssim
+
+KEYS = ("nn_ssim", "pairwise_ssim", "precision", "recall", "coverage")
+
+
+def shrink_and_enlarge(images, resolution):
+    """(N, 1, S, S) box-filtered down to resolution R, then each pixel repeated back up to S."""
+    factor = images.shape[-1] // resolution
+    if factor == 1:
+        return images
+    n, c, s, _ = images.shape
+    small = images.reshape(n, c, resolution, factor, resolution, factor).mean(axis=(3, 5))
+    return small.repeat(factor, axis=2).repeat(factor, axis=3)
+
+
+class LearningCurve:
+    """The real images and the Judge fitted on them once; score() one set of samples per point."""
+
+    def __init__(self, images_uint8, n_samples, seed=0):
+        self.train, self.heldout = real_sets(images_uint8, n_samples, seed=seed)
+        self.size = self.train.shape[-1]
+        self.judge = Judge(self.train, self.heldout, seed=seed)
+        self.ceilings = {}
+
+    def ceiling(self, resolution):
+        """NN-SSIM of the held-out slices at `resolution`, scaled up to the final size."""
+        if resolution not in self.ceilings:
+            blocky = shrink_and_enlarge(self.heldout, resolution)
+            self.ceilings[resolution] = float(nearest_neighbour_ssim(blocky, self.train).mean())
+        return self.ceilings[resolution]
+
+    def score(self, samples, resolution):
+        """{nn_ssim, pairwise_ssim, precision, recall, coverage, ceiling_nn_ssim} of samples
+        (M, 1, R, R), M >= 6, R = resolution <= the final size."""
+        factor = self.size // samples.shape[-1]
+        enlarged = samples.repeat(factor, axis=2).repeat(factor, axis=3)
+        row, _ = self.judge.score(np.asarray(enlarged, dtype=np.float32))
+        point = {key: round(float(row[key]), 4) for key in KEYS}
+        point["ceiling_nn_ssim"] = round(self.ceiling(resolution), 4)
+        return point
+
+
+def plot_curve(points, path, title="learning curve"):
+    """NN-SSIM, recall and coverage against images shown, the resolution's ceiling dashed, and a
+    vertical line where each resolution starts. points: dicts with "images", "resolution" and the
+    keys of LearningCurve.score."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from experiment.pictures import save_figure
+
+    figure = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    images = [p["images"] for p in points]
+    for key, colour in (("nn_ssim", "C0"), ("recall", "C1"), ("coverage", "C2")):
+        axes.plot(images, [p[key] for p in points], "o-", color=colour, markersize=3, label=key)
+    axes.plot(images, [p["ceiling_nn_ssim"] for p in points], "--", color="C0", alpha=0.5,
+              label="NN-SSIM ceiling of the resolution")
+    shown = None
+    for p in points:
+        if p["resolution"] != shown:
+            shown = p["resolution"]
+            axes.axvline(p["images"], color="grey", alpha=0.3)
+            axes.text(p["images"], 1.01, f"{shown}px", fontsize=7, color="grey")
+    axes.set_ylim(0, 1.05)
+    axes.set_xlabel("images shown to D")
+    axes.set_ylabel("score (higher is better)")
+    axes.set_title(title, pad=14)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    return save_figure(figure, path)
