@@ -5,9 +5,10 @@
     print(prof)                  # the table, sorted by total time
     prof.rows                    # the same as a list of dicts, one per op
 
-While the block runs, tensor.py hands every Function call (in Function.__call__) and every
-backward call of the backward loop to `Profile.time`, which runs it between two clock readings.
-A call made inside a timed call counts toward the outer one: Conv2d's backward computes its
+While the block runs, Function.__call__ hands each forward call, and the backward loop each
+backward call, to `Profile.time(function, kind, method, args)`, which makes that one call between
+two clock readings (it never calls back into Function.__call__). A call made inside a timed call
+(its `depth` is then above 0) runs untimed and counts toward the outer one: Conv2d's backward computes its
 gradients with a ConvTranspose2d and a Conv2dWeightGrad, and that time is Conv2d's backward time.
 So no moment is counted twice, and what the Functions do not cover (Python between ops, the
 optimizer's step, data) is the line "outside Functions": the table adds up to the block's wall
@@ -37,7 +38,7 @@ class Profile:
     def __init__(self):
         self.ops = {}          # op name -> {"forward_calls", "forward_s", "backward_calls", ...}
         self.wall_s = 0.0      # time spent inside `with` blocks
-        self.busy = False      # True while a call is being timed (calls inside it are not)
+        self.depth = 0         # how many timed calls are running (calls inside one: not timed)
         self.on_gpu = False    # seen a CuPy array: wait for the GPU before reading the clock
 
     def __enter__(self):
@@ -54,16 +55,20 @@ class Profile:
             array_module_for("gpu").cuda.Device().synchronize()
         return clock()
 
-    def time(self, function, kind, args):
-        """function(*args) (kind "forward") or function.backward(*args) ("backward"), timed."""
+    def time(self, function, kind, method, args):
+        """method(*args), i.e. function.forward(*arrays) (kind "forward") or
+        function.backward(*gradients) ("backward"), timed and recorded under the Function's name;
+        untimed when it is made inside another timed call."""
+        if self.depth:
+            return method(*args)
         self.on_gpu = self.on_gpu or any(is_cupy_array(array_of(a)) for a in args)
-        self.busy = True
+        self.depth += 1
         start = self._now()
         try:
-            result = function(*args) if kind == "forward" else function.backward(*args)
+            result = method(*args)
         finally:
             seconds = self._now() - start
-            self.busy = False
+            self.depth -= 1
         inputs = args if kind == "forward" else function.inputs
         self._record(type(function).__name__.lstrip("_"), kind, seconds, inputs)
         return result

@@ -14,8 +14,9 @@ how gradient penalties (WGAN-GP, R1) get second derivatives.
 `nn.grad(outputs, inputs)` walks the same loop, but only along paths from `inputs` to `outputs`
 (see `depends_on`): R1's d D(x)/dx never computes D's weight gradients.
 
-`with nn.profile():` (profiler.py) times every call through two hooks, one in Function.__call__
-and one in the backward loop; otherwise each costs one check of `_profiler` per call.
+`with nn.profile():` (profiler.py) times every forward and backward call: Function.__call__ and
+the backward loop hand the call to `_profiler.time` instead of making it themselves; otherwise
+each costs one check of `_profiler` per call.
 """
 import contextlib
 import weakref
@@ -25,7 +26,6 @@ import numpy as np
 from .backend import device_of, get_array_module, to_device, to_numpy
 
 _grad_enabled = True
-_only_paths_from = None   # while nn.grad runs: ids of the tensors that depend on its inputs
 _profiler = None          # while `with nn.profile()` runs: the Profile timing calls (profiler.py)
 
 
@@ -193,19 +193,25 @@ class Function:
     Inside `backward`, `self.inputs` are the input Tensors and `self.output(i)` the i-th output
     Tensor, so backward formulas are written with differentiable Tensor operations.
     `self.needs_input_grad[i]` tells whether input i's gradient is wanted; backward may return
-    None for the others and skip that work (e.g. no gradient for a constant mask).
+    None for the others and skip that work (e.g. no gradient for a constant mask, or D's weight
+    gradients inside an R1 penalty). The backward loop sets it just before it calls `backward`:
+    an input's gradient is wanted when the input requires grad and, inside nn.grad, when it lies
+    on a path from nn.grad's inputs (see depends_on).
     """
 
     def __call__(self, *inputs):
-        if _profiler is not None and not _profiler.busy:   # nn.profile(): time this call (it
-            return _profiler.time(self, "forward", inputs)  # comes back here, marked busy)
         inputs = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
         self._check_one_device(inputs)
-        outputs = self.forward(*[x.data for x in inputs])
+        arrays = [x.data for x in inputs]
+        if _profiler is None:
+            outputs = self.forward(*arrays)
+        else:                                   # nn.profile(): the same call between two clocks
+            outputs = _profiler.time(self, "forward", self.forward, arrays)
         single = not isinstance(outputs, tuple)
         outputs = [Tensor(y) for y in ((outputs,) if single else outputs)]
         if _grad_enabled and any(x.requires_grad for x in inputs):
             self.inputs = inputs
+            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
             self._outputs = [weakref.ref(y) for y in outputs]  # weak: no reference cycles
             for y in outputs:
                 y.requires_grad = True
@@ -214,14 +220,6 @@ class Function:
 
     def output(self, i=0):
         return self._outputs[i]()
-
-    @property
-    def needs_input_grad(self):
-        """One bool per input: is its gradient wanted? It is when the input requires grad and,
-        while nn.grad runs, when the input depends on one of nn.grad's inputs (see depends_on).
-        Read in `backward` to skip work, e.g. D's weight gradients inside an R1 penalty."""
-        return tuple(x.requires_grad and (_only_paths_from is None or id(x) in _only_paths_from)
-                     for x in self.inputs)
 
     def forward(self, *xs):
         raise NotImplementedError
@@ -260,13 +258,14 @@ def topological_order(outputs):
     return order[::-1]
 
 
-def _backpropagate(outputs, grad_outputs, create_graph):
+def _backpropagate(outputs, grad_outputs, create_graph, wanted=None):
     """The backward loop. Returns {tensor: d(outputs)/d(tensor)} for every tensor reached.
 
     For each Function, consumers first: collect the gradients of its outputs (zeros for an
-    output nothing downstream used), call its `backward`, and add each input's share to that
-    input's gradient. With create_graph the loop itself is recorded, so the gradients are
-    differentiable.
+    output nothing downstream used), tell it which of its inputs need a gradient
+    (`needs_input_grad`: those that require grad and, when `wanted` is given, whose id is in
+    it), call its `backward`, and add each input's share to that input's gradient. With
+    create_graph the loop itself is recorded, so the gradients are differentiable.
     """
     grads = {}  # Tensor -> its gradient so far (Tensors hash by identity)
     for y, g in zip(outputs, grad_outputs):
@@ -278,15 +277,17 @@ def _backpropagate(outputs, grad_outputs, create_graph):
         for function in topological_order(outputs):
             outputs_of_f = [ref() for ref in function._outputs]   # None: output no longer exists
             gys = [grads.get(y) if y is not None else None for y in outputs_of_f]
-            needed = function.needs_input_grad
+            needed = tuple(x.requires_grad and (wanted is None or id(x) in wanted)
+                           for x in function.inputs)
             if all(g is None for g in gys) or not any(needed):
                 continue
             gys = [g if g is not None else _zeros_like_output(function, i)
                    for i, g in enumerate(gys)]
+            function.needs_input_grad = needed
             if _profiler is None:
                 gxs = function.backward(*gys)
             else:                                           # nn.profile(): time this call
-                gxs = _profiler.time(function, "backward", gys)
+                gxs = _profiler.time(function, "backward", function.backward, gys)
             gxs = gxs if isinstance(gxs, (tuple, list)) else (gxs,)
             for x, gx, need in zip(function.inputs, gxs, needed):
                 if need and gx is not None:
@@ -308,17 +309,6 @@ def depends_on(inputs, outputs):
         if any(id(x) in depending for x in function.inputs):
             depending.update(id(ref()) for ref in function._outputs if ref() is not None)
     return depending
-
-
-@contextlib.contextmanager
-def _only_paths(tensor_ids):
-    """While active, Function.needs_input_grad is False for inputs outside `tensor_ids`."""
-    global _only_paths_from
-    previous, _only_paths_from = _only_paths_from, tensor_ids
-    try:
-        yield
-    finally:
-        _only_paths_from = previous
 
 
 def _zeros_like_output(function, i):
@@ -349,8 +339,7 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, allow_unused=Fa
         if not x.requires_grad:
             raise RuntimeError("nn.grad: an input does not require grad; create it with "
                                "requires_grad=True")
-    with _only_paths(depends_on(inputs, outputs)):
-        found = _backpropagate(outputs, filled, create_graph)
+    found = _backpropagate(outputs, filled, create_graph, wanted=depends_on(inputs, outputs))
     result = []
     for i, x in enumerate(inputs):
         if x in found:

@@ -141,7 +141,7 @@ def test_hooks_are_off_after_the_block_even_after_an_error(fake_clock):
     with pytest.raises(ZeroDivisionError):
         with nn.profile() as prof:
             Broken()(nn.Tensor(np.ones(2)))
-    assert nn.tensor._profiler is None and not prof.busy
+    assert nn.tensor._profiler is None and prof.depth == 0
     nn.Tensor(np.ones(2)) * 2                   # not recorded: the hooks are off
     assert prof.rows == []                      # (a call that raised is not recorded either)
 
