@@ -6,29 +6,35 @@
     python generate.py --checkpoint runs/vqvae/checkpoint.npz --level 3   # slices of one level
 
 Writes <out>/img_0000.png ... img_<n-1>.png and <out>/grid.png; with --metrics also
-<out>/metrics.json (nearest-neighbour SSIM against the run's training images, and diversity).
+<out>/metrics.json: the images scored as a training run scores its samples (evaluation/report.py:
+NN-SSIM against the run's training images, pairwise SSIM, precision, recall, coverage, ...).
 
 A checkpoint records its model ("model": "dcgan" | "vqvae" | "stylegan") and its settings
-("config"); SAMPLERS below names the function that draws from each, all of the form
+("config"); SAMPLERS below names the function that draws from each (in settings/), all of the form
 
     sample(checkpoint, n, seed, device, **options) -> float32 NumPy array (n, 1, S, S) in [-1, 1]
 
 --truncation, --temperature and --level are passed only when given, and only to the model that
 takes them.
 """
+import argparse
 import json
 import math
 import os
 
 import data
 import experiment
-from evaluation import ssim
+import settings.dcgan
+import settings.stylegan
+import settings.vqvae
+from evaluation.report import score_run, scores_line
 from experiment import pictures
 from experiment.files import atomic_write
 from experiment.memory import BASE_BYTES, available_bytes
-from models import dcgan, settings, stylegan, vqvae
+from settings.rules import SettingsError
 
-SAMPLERS = {"dcgan": dcgan.sample, "vqvae": vqvae.sample, "stylegan": stylegan.sample}
+SAMPLERS = {"dcgan": settings.dcgan.sample, "vqvae": settings.vqvae.sample,
+            "stylegan": settings.stylegan.sample}
 OPTIONS = {"dcgan": (), "vqvae": ("temperature", "level"),
            "stylegan": ("truncation",)}  # the flags each takes
 
@@ -48,7 +54,7 @@ def flags():
                    "training image instead of skipping it with a warning")
     p.add_argument("--truncation", type=float, default=None, help="StyleGAN truncation psi")
     p.add_argument("--temperature", type=float, default=None,
-                   help=f"PixelCNN sampling temperature (default: {vqvae.TEMPERATURE})")
+                   help=f"PixelCNN sampling temperature (default: {settings.vqvae.TEMPERATURE})")
     p.add_argument("--level", type=int, default=None, help="VQ-VAE with a conditional prior: "
                    "draw slices of this level only, 0 (lowest) .. --prior-levels - 1 (default: "
                    "all levels evenly)")
@@ -106,8 +112,8 @@ def generate():
     config = checkpoint["config"]
     if "level" in options:                      # one the prior does not know: exit 2
         try:
-            vqvae.level_labels(config, args.n, options["level"])
-        except settings.SettingsError as error:
+            settings.vqvae.level_labels(argparse.Namespace(**config), args.n, options["level"])
+        except SettingsError as error:
             raise experiment.ExperimentError(str(error), code=2) from None
     check_memory(args.n, int(config["image_size"]))
     if args.metrics:                  # the training images must be there before anything is drawn
@@ -123,17 +129,15 @@ def generate():
     print(f"{model} (step {checkpoint['step']}): wrote {len(paths)} images to {args.out}/ "
           f"and {grid}", flush=True)
 
-    if args.metrics:
-        real = data.load_images(args.data or config.get("data"), image_size=samples.shape[-1],
-                                split=config.get("split", "all"), classes=config.get("classes"),
-                                strict=args.strict, cache_dir=os.path.join(args.out, "cache"))
-        report = ssim.generation_report(samples, data.to_float(real.images), data_range=2.0,
-                                        max_real=config.get("metrics_real", 2000), seed=args.seed)
-        report.update(model=model, checkpoint=os.path.abspath(args.checkpoint),
-                      step=checkpoint["step"], seed=args.seed, **options)
+    if args.metrics:                  # scored as the training run scores its samples
+        run_data = dict(config, data=args.data or config.get("data"), strict=args.strict)
+        record, _ = score_run(run_data, model, samples, seed=args.seed,
+                              cache_dir=os.path.join(args.out, "cache"))
+        record.update(model=model, checkpoint=os.path.abspath(args.checkpoint),
+                      step=checkpoint["step"], **options)
         with atomic_write(os.path.join(args.out, "metrics.json"), "w") as f:
-            json.dump(report, f, indent=2)
-        ssim.print_report(report)
+            json.dump(record, f, indent=2)
+        print(scores_line(record), flush=True)
         print(f"metrics written to {os.path.join(args.out, 'metrics.json')}", flush=True)
 
 

@@ -25,39 +25,10 @@ import data
 import experiment
 import nn
 import nn.functional as F
+import settings.dcgan
 from evaluation.report import write_report
-from evaluation.ssim import generation_report, print_report
 from experiment import pictures
 from models import dcgan
-
-
-def flags():
-    p = experiment.parser(__doc__, out="runs/dcgan", image_size=64, batch_size=32,
-                          epochs=15, steps_per_epoch=200)
-    g = p.add_argument_group("DCGAN")
-    g.add_argument("--nz", type=int, default=100, help="latent size (default: %(default)s)")
-    g.add_argument("--ngf", type=int, default=32, help="G width; the PyTorch example uses 64 "
-                   "(default: %(default)s)")
-    g.add_argument("--ndf", type=int, default=32, help="D width (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default: %(default)s)")
-    g.add_argument("--lr-d", type=float, default=None,
-                   help="D's learning rate if different from --lr (default: --lr)")
-    g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (default: %(default)s)")
-    g.add_argument("--real-label", type=float, default=1.0,
-                   help="D's target for real images; 0.9 = one-sided label smoothing "
-                        "(default: %(default)s)")
-    g.add_argument("--dropout", type=float, default=0.4,
-                   help="dropout in D after each hidden layer; 0 = the paper's D. Without it D wins "
-                        "outright on the bundled 64x64 slices (D loss -> 0, G draws noise) "
-                        "(default: %(default)s)")
-    g.add_argument("--ema-half-life", type=float, default=2000.0,
-                   help="images over which the average of G's weights used for samples forgets "
-                        "half; 0 = samples from G itself (default: %(default)s)")
-    g.add_argument("--samples", type=int, default=64,
-                   help="images in the per-epoch grid and the final report (default: %(default)s)")
-    g.add_argument("--metrics-real", type=int, default=2000,
-                   help="compare samples with at most this many training images (default: %(default)s)")
-    return p
 
 
 def train_step(G, D, opt_g, opt_d, real, z, real_label=1.0):
@@ -102,8 +73,8 @@ def train_step(G, D, opt_g, opt_d, real, z, real_label=1.0):
 
 
 def train():
-    run = experiment.start(flags(), model="dcgan", check=dcgan.check_settings,
-                           memory=dcgan.memory_estimate)   # all flags checked before writing
+    run = experiment.start(settings.dcgan.flags(__doc__), model="dcgan",
+                           memory=settings.dcgan.memory_estimate)   # every flag checked first
     cfg, device = run.config, run.device
 
     # ---- data: uint8 slices in memory, float32 batches in [-1, 1], flipped and jittered ----------
@@ -117,8 +88,8 @@ def train():
 
     # ---- models and optimizers (Radford et al. section 4: Adam, lr 2e-4, beta1 0.5) ---------------
     nn.manual_seed(cfg.seed)
-    G, D = dcgan.build(cfg)
-    G_ema, _ = dcgan.build(cfg)                                   # the average of G, for samples
+    G, D = settings.dcgan.build(cfg)
+    G_ema, _ = settings.dcgan.build(cfg)                          # the average of G, for samples
     G_ema.load_state_dict(G.state_dict())
     for model in (G, D, G_ema):
         model.to(device)
@@ -135,31 +106,25 @@ def train():
              "generator_ema": sampler,                                    # what generate.py draws
              "optimizer_g": opt_g, "optimizer_d": opt_d,
              "rng_noise": noise, "rng_nn": nn.init.default_generator()}   # z; dropout masks
-    if run.checkpoint is not None:                # runs saved before G's average: it starts at G
-        run.checkpoint.setdefault("generator_ema", run.checkpoint["generator"])
     step = run.restore(state)                     # training steps done so far (0 for a fresh run)
-    if cfg.profile:                               # --profile N: time N steps op by op, then stop
-        batches = experiment.stream(loader, step, step + cfg.profile + 1)
 
-        def one_step():
-            _, batch = next(batches)
-            z = noise.standard_normal((cfg.batch_size, cfg.nz), dtype=np.float32)
-            train_step(G, D, opt_g, opt_d, nn.Tensor(batch), nn.Tensor(z).to(device),
-                       cfg.real_label)
-        nn.profile_steps(one_step, cfg.profile, run.path("profile.txt"))
-        return
+    def one_step(step, batch):                    # the training step: the loop and --profile run it
+        z = noise.standard_normal((cfg.batch_size, cfg.nz), dtype=np.float32)
+        losses = train_step(G, D, opt_g, opt_d, nn.Tensor(batch), nn.Tensor(z).to(device),
+                            cfg.real_label)
+        if averaging:
+            nn.optim.update_average(G_ema, G, beta)               # G_ema <- beta G_ema + (1-beta) G
+        return losses
+
+    if cfg.profile:                               # --profile N: time N steps op by op, then stop
+        return run.profile(one_step, experiment.stream(loader, step, step + cfg.profile + 1))
 
     # ---- the training loop ------------------------------------------------------------------------
     for epoch in range(step // steps_per_epoch, cfg.epochs):
         end = (epoch + 1) * steps_per_epoch
         run.begin_epoch(epoch, step, end, total_steps)
         for step, batch in experiment.stream(loader, step, end):
-            z = noise.standard_normal((cfg.batch_size, cfg.nz), dtype=np.float32)
-            losses = train_step(G, D, opt_g, opt_d, nn.Tensor(batch), nn.Tensor(z).to(device),
-                                cfg.real_label)
-            if averaging:
-                nn.optim.update_average(G_ema, G, beta)           # G_ema <- beta G_ema + (1-beta) G
-            run.record(step + 1, **losses)
+            run.record(step + 1, **one_step(step, batch))         # values read every few steps
             run.stop_if_requested(state, step + 1)                # Ctrl-C: save and stop cleanly
         step = end
         pictures.save_grid(dcgan.generate(sampler, fixed_z),
@@ -167,12 +132,8 @@ def train():
         run.end_epoch()
         run.save(state, step)
 
-    # ---- how good are the samples? -----------------------------------------------------------------
-    report = generation_report(dcgan.generate(sampler, fixed_z), data.to_float(dataset.images),
-                               data_range=2.0, max_real=cfg.metrics_real, seed=cfg.seed)
-    run.log("report", step=step, **report)
-    print_report(report)
-    write_report(run, dcgan.generate(sampler, fixed_z))   # report.html, sample-quality record
+    # ---- how good are the samples? (scored once: evaluation/report.py) ----------------------------
+    write_report(run, dcgan.generate(sampler, fixed_z), dataset.images)
     print(f"samples: {run.path('samples')}  losses: {run.path('losses.png')}  "
           f"checkpoint: {run.checkpoint_path}", flush=True)
 

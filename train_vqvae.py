@@ -32,119 +32,23 @@ originals above their reconstructions), reconstructions.png (with per-image SSIM
 above the decoded images), sample_grid.png (all samples),
 samples/img_NNNN.png.
 """
-import argparse
-import sys
-
 import numpy as np
 
 import data
 import experiment
 import nn
+import settings.vqvae
 from evaluation.report import write_report
-from evaluation.ssim import generation_report, print_report, ssim_batch
+from evaluation.ssim import ssim_batch
 from experiment import pictures
-from models import settings, vqvae
+from models import vqvae
 from models.pixelcnn import bits_per_code, mean_bits
 from models.vqvae import code_counts, perplexity
-
-STAGES = ("vqvae", "prior", "sample", "all")
-PRIOR_FLAGS = ("stage", "prior_epochs", "prior_channels", "prior_layers", "prior_lr",
-               "prior_batch_size", "prior_levels", "prior_dropout", "augment_copies", "samples",
-               "temperature")   # may change when a run continues
-
-
-def flags():
-    p = experiment.parser(__doc__, out="runs/vqvae", image_size=64, batch_size=8, epochs=15,
-                          steps_per_epoch=400)
-    p.add_argument("--stage", choices=STAGES, default="all", help="default: %(default)s")
-    g = p.add_argument_group("VQ-VAE (stage 1)")
-    g.add_argument("--channels", type=int, default=32, help="encoder/decoder width (default: %(default)s)")
-    g.add_argument("--res-channels", type=int, default=32, help="residual block width (default: %(default)s)")
-    g.add_argument("--res-blocks", type=int, default=2, help="default: %(default)s")
-    g.add_argument("--downsamples", type=int, default=2,
-                   help="stride-2 layers: code map side = image size / 2^downsamples (default: %(default)s)")
-    g.add_argument("--codes", type=int, default=128,
-                   help="codebook size K; 256 reconstructs a little better (held-out SSIM 0.921 "
-                        "against 0.913) but its maps are harder for the prior (2.49 against 2.20 "
-                        "bits per code) (default: %(default)s)")
-    g.add_argument("--code-dim", type=int, default=32, help="code vector size D (default: %(default)s)")
-    g.add_argument("--beta", type=float, default=0.25, help="commitment weight (default: %(default)s)")
-    g.add_argument("--no-ema", dest="ema", action="store_false",
-                   help="learn the codebook by its loss instead of moving averages")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate at the start; it decays along a cosine to 5%% of it (default: %(default)s)")
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
-                   help="augment the VQ-VAE's training batches (flip, small affine, elastic); "
-                        "held-out SSIM 0.902 with, 0.919 without (default: --no-augment)")
-    g = p.add_argument_group("PixelCNN prior (stage 2)")
-    g.add_argument("--prior-epochs", type=int, default=12, help="default: %(default)s")
-    g.add_argument("--prior-channels", type=int, default=32, help="default: %(default)s")
-    g.add_argument("--prior-layers", type=int, default=10, help="gated layers (default: %(default)s)")
-    g.add_argument("--prior-lr", type=float, default=1e-3, help="default: %(default)s")
-    g.add_argument("--prior-batch-size", type=int, default=16,
-                   help="code maps per prior step; a prior epoch sees as many maps as a VQ-VAE "
-                        "epoch sees slices, so it has --steps-per-epoch x --batch-size / "
-                        "--prior-batch-size steps (default: %(default)s)")
-    g.add_argument("--prior-levels", type=int, default=8,
-                   help="condition the prior on the slice's level, its height cut into this many "
-                        "equal bins (bundled set: z in mm; OASIS: the slice index); "
-                        "0 = unconditional (default: %(default)s)")
-    g.add_argument("--prior-dropout", type=float, default=0.1,
-                   help="dropout probability of the gated features while the prior trains; "
-                        "0.1 lowered the held-out bits per code from 2.53 to 2.49 at K = 256, "
-                        "0.25 raised them to 2.57 (default: %(default)s)")
-    g.add_argument("--augment-copies", type=int, default=8,
-                   help="augmented copies of each training slice to encode for the prior "
-                        "(default: %(default)s)")
-    g = p.add_argument_group("sampling (stage 3)")
-    g.add_argument("--samples", type=int, default=64, help="default: %(default)s")
-    g.add_argument("--temperature", type=float, default=vqvae.TEMPERATURE,
-                   help="divides the prior's logits (below 1: likelier codes) (default: %(default)s)")
-    return p
 
 
 def cosine_lr(base, step, total, floor=0.05):
     """Learning rate at `step` of `total`: from base down to floor * base along half a cosine."""
     return base * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * min(step / total, 1.0))))
-
-
-def split_held_out(images_uint8):
-    """(training, held-out): every fifth slice (index % 5 == 4) is held out (any array: the
-    slices' levels split the same way)."""
-    index = np.arange(len(images_uint8))
-    return images_uint8[index % 5 != 4], images_uint8[index % 5 == 4]
-
-
-def check_settings(config, images=None):
-    """vqvae.check_settings, and --prior-levels against the data: with levels, every slice must
-    have a known position (its file name says it; nothing is opened)."""
-    vqvae.check_settings(config, images)
-    if config.prior_levels:
-        try:
-            data.check_positions_known(config.data, config.split, config.classes)
-        except data.DataError as error:
-            raise settings.SettingsError("prior_levels", config.prior_levels, str(error)) from None
-
-
-def settings_of_older_runs(run):
-    """Runs saved before a flag existed keep what they did then: a stage 1 with augmented
-    batches, and (once their prior exists) an unconditional prior without dropout. config.json
-    says so."""
-    saved, cfg = run.checkpoint, run.config
-    if not saved or {"augment", "prior_levels", "prior_dropout"} <= set(saved["config"]):
-        return
-    if "augment" not in saved["config"]:
-        cfg.augment = True
-    if "prior" in saved and "prior_levels" not in saved["config"]:
-        cfg.prior_levels = 0
-    if "prior" in saved and "prior_dropout" not in saved["config"]:
-        cfg.prior_dropout = 0.0
-    run.write_config()
-
-
-def slice_labels(cfg, dataset):
-    """The level (0..--prior-levels - 1) of every slice of the data set (data/levels.py); None
-    for an unconditional prior."""
-    return data.slice_levels(dataset.files, cfg.prior_levels) if cfg.prior_levels else None
 
 
 # ---- stage 1: the VQ-VAE ------------------------------------------------------------------------
@@ -169,24 +73,33 @@ def vqvae_step(model, optimizer, x, rng):
 
 
 def train_vqvae(run, state, train_images, held, step):
-    """Stage 1 from training step `step` to the end; returns the steps done."""
+    """Stage 1 from training step `step` to the end; returns the steps done (with --profile: times
+    that many steps, op by op, and returns None)."""
     cfg, model, optimizer = run.config, state["vqvae"], state["vqvae_optimizer"]
     loader = data.BatchLoader(train_images, cfg.batch_size, seed=cfg.seed, device=run.device,
                               augment=cfg.augment)
     steps_per_epoch = cfg.steps_per_epoch or len(loader)
     total = cfg.epochs * steps_per_epoch
+    used = nn.backend.array_module_for(run.device).zeros(cfg.codes, dtype=np.int64)   # per epoch
+
+    def one_step(step, batch):                    # the training step: the loop and --profile run it
+        optimizer.param_groups[0]["lr"] = cosine_lr(cfg.lr, step, total)
+        values, codes = vqvae_step(model, optimizer, nn.Tensor(batch), state["rng_restart"])
+        used[...] += code_counts(codes, cfg.codes)
+        return values
+
+    if cfg.profile:
+        run.profile(one_step, experiment.stream(loader, step, step + cfg.profile + 1))
+        return None
     print(f"stage 1/3, VQ-VAE: {total} steps of {cfg.batch_size} "
           f"{'augmented ' if cfg.augment else ''}slices ({len(train_images)} training, "
           f"{len(held)} held out) on {run.device}", flush=True)
     for epoch in range(step // steps_per_epoch, cfg.epochs):
         end = (epoch + 1) * steps_per_epoch
         run.begin_epoch(epoch, step, end, total)
-        used = nn.backend.array_module_for(run.device).zeros(cfg.codes, dtype=np.int64)
+        used[...] = 0
         for step, batch in experiment.stream(loader, step, end):
-            optimizer.param_groups[0]["lr"] = cosine_lr(cfg.lr, step, total)
-            values, codes = vqvae_step(model, optimizer, nn.Tensor(batch), state["rng_restart"])
-            used += code_counts(codes, cfg.codes)
-            run.record(step + 1, **values)
+            run.record(step + 1, **one_step(step, batch))
             run.stop_if_requested(state, step + 1, vqvae_steps=step + 1, prior_steps=0)
         step = end
         reconstruction, _ = vqvae.reconstruct(model, held)
@@ -220,34 +133,28 @@ def report_reconstructions(run, model, held, step):
 
 # ---- stage 2: the PixelCNN prior over code maps -------------------------------------------------
 
-def encode_training_set(cfg, model, train_images, device):
-    """Code maps of every training slice, then of --augment-copies augmented copies of each
-    (each copy in the shuffled order of its loader epoch), and the training slice each map is
-    of: (int64 codes (M, h, w), int64 slice indices (M,)); a map's level is its slice's."""
-    codes, slices = [], []
-    for copy in range(cfg.augment_copies + 1):
-        loader = data.BatchLoader(train_images, 64, seed=cfg.seed, device=device,
-                                  augment=copy > 0, drop_last=False)
-        for batch in loader.epoch(copy):
-            codes.append(nn.backend.to_numpy(model.encode(nn.Tensor(batch))))
-        slices.append(loader.order(copy))
-    return np.concatenate(codes), np.concatenate(slices)
-
-
-def encode_code_maps(cfg, model, train_images, held, labels, device):
-    """What stage 2 learns from, as the checkpoint stores it: the training maps and the slice
-    of each, the held-out maps, and with levels each map's label (train and held-out)."""
-    prior_codes, prior_slices = encode_training_set(cfg, model, train_images, device)
-    code_maps = {"prior_codes": prior_codes, "prior_slices": prior_slices,
-                 "held_codes": nn.backend.to_numpy(model.encode(nn.Tensor(held).to(device)))}
-    return with_labels(code_maps, labels)
-
-
-def with_labels(code_maps, labels):
-    """code_maps with "prior_labels" and "held_labels" for these (training, held-out) slice
-    levels (computed afresh, so a changed --prior-levels relabels saved maps); without them
-    for an unconditional prior (labels None)."""
-    maps = {k: v for k, v in code_maps.items() if k not in ("prior_labels", "held_labels")}
+def code_maps_for_the_prior(run, model, train_images, held, labels):
+    """What stage 2 learns from: the code maps saved with the run or, the first time, every
+    training slice encoded, then --augment-copies augmented copies of each (each copy in the
+    shuffled order of its loader epoch), and the held-out slices; with the training slice each
+    map is of, and with levels each map's label (computed afresh, so a changed --prior-levels
+    relabels saved maps). The first time, the VQ-VAE's losses become its stage's history."""
+    cfg, saved = run.config, run.checkpoint or {}
+    if "prior_codes" in saved:
+        maps = {key: saved[key] for key in ("prior_codes", "prior_slices", "held_codes")}
+    else:
+        model.eval()
+        codes, slices = [], []
+        for copy in range(cfg.augment_copies + 1):
+            loader = data.BatchLoader(train_images, 64, seed=cfg.seed, device=run.device,
+                                      augment=copy > 0, drop_last=False)
+            for batch in loader.epoch(copy):
+                codes.append(nn.backend.to_numpy(model.encode(nn.Tensor(batch))))
+            slices.append(loader.order(copy))
+        held_codes = model.encode(nn.Tensor(held).to(run.device))
+        maps = {"prior_codes": np.concatenate(codes), "prior_slices": np.concatenate(slices),
+                "held_codes": nn.backend.to_numpy(held_codes)}
+        run.begin_stage("vqvae")                  # from here on losses.png shows the prior
     if labels is not None:
         train_labels, held_labels = labels
         maps.update(prior_labels=train_labels[maps["prior_slices"]], held_labels=held_labels)
@@ -294,63 +201,94 @@ def prior_step(prior, optimizer, codes, labels=None):
 def train_prior(run, state, code_maps, offset, step, n_train):
     """Stage 2 from prior step `step` to the end; global steps continue after the VQ-VAE's
     `offset`. Every epoch ends with the bits per code on the n_train un-augmented training maps
-    and on the held-out maps, logged and printed. Returns the prior steps done and the last
-    epoch's (training, held-out) bits, None when no epoch was left to train."""
+    and on the held-out maps, logged and printed. Returns the prior steps done (with --profile:
+    times that many steps, op by op, and returns None)."""
     cfg, prior, optimizer = run.config, state["prior"], state["prior_optimizer"]
-    bits = None
     xp = nn.backend.array_module_for(run.device)
     train_codes = code_maps["prior_codes"]
     steps_per_epoch = prior_steps_per_epoch(cfg, len(train_codes))
     total = cfg.prior_epochs * steps_per_epoch
+
+    def one_step(step, _):                        # the training step: the loop and --profile run it
+        optimizer.param_groups[0]["lr"] = cosine_lr(cfg.prior_lr, step, total)
+        loss = prior_step(prior, optimizer, *prior_batch(cfg, code_maps, step, xp))
+        return {"nll_bits": bits_per_code(loss)}                  # a 0-d array, read later
+
+    if cfg.profile:
+        run.profile(one_step, ((s, None) for s in range(step, step + cfg.profile + 1)))
+        return None
     levels = f", conditioned on {cfg.prior_levels} slice levels" if cfg.prior_levels else ""
     print(f"stage 2/3, PixelCNN prior: {total} steps of {cfg.prior_batch_size} of "
           f"{len(train_codes)} code maps ({cfg.augment_copies} augmented copies of each training "
           f"slice){levels}", flush=True)
+    bits = None
     for epoch in range(step // steps_per_epoch, cfg.prior_epochs):
         end = (epoch + 1) * steps_per_epoch
         run.begin_epoch(epoch, offset + step, offset + end, offset + total, cfg.prior_epochs)
         for step in range(step, end):
-            optimizer.param_groups[0]["lr"] = cosine_lr(cfg.prior_lr, step, total)
-            loss = prior_step(prior, optimizer, *prior_batch(cfg, code_maps, step, xp))
-            run.record(offset + step + 1, nll_bits=bits_per_code(loss))   # read later
+            run.record(offset + step + 1, **one_step(step, None))
             run.stop_if_requested(state, offset + step + 1, vqvae_steps=offset,
                                   prior_steps=step + 1, **code_maps)
         step = end
-        train_bits, held_bits = prior_bits(prior, code_maps, n_train)
-        bits = (train_bits, held_bits)
-        run.end_epoch(train_nll_bits=train_bits, held_out_nll_bits=held_bits)
-        print(f"  prior bits per code: {train_bits:.3f} on the training maps, {held_bits:.3f} on "
-              "the held-out maps", flush=True)
+        bits = prior_bits(prior, code_maps, n_train)
+        run.end_epoch(train_nll_bits=bits[0], held_out_nll_bits=bits[1])
+        print(f"  prior bits per code: {bits[0]:.3f} on the training maps, {bits[1]:.3f} on the "
+              "held-out maps", flush=True)
         pictures.plot_losses(run.history, run.path("prior_losses.png"),
                              title="PixelCNN prior: negative log-likelihood (bits per code)")
         run.save(state, offset + step, vqvae_steps=offset, prior_steps=step, **code_maps)
-    return step, bits
+    train_bits, held_bits = bits or prior_bits(prior, code_maps, n_train)   # none left: measure
+    run.log("prior", step=offset + step, held_out_nll_bits=held_bits, train_nll_bits=train_bits)
+    print(f"prior: held-out negative log-likelihood {held_bits:.3f} bits per code", flush=True)
+    return step
+
+
+# ---- stage 3: the prior draws code maps one code at a time, the decoder makes them slices -------
+
+def sample_stage(run, model, prior, images):
+    """--samples code maps (a conditional prior's: its levels evenly, lowest first), the slices
+    they decode to, their pictures, and their scores against the run's `images`."""
+    cfg = run.config
+    side = settings.vqvae.code_side(cfg)
+    spread = f", {cfg.prior_levels} levels evenly" if cfg.prior_levels else ""
+    print(f"stage 3/3: sampling {cfg.samples} code maps of {side}x{side} (one prior pass per "
+          f"code) at temperature {cfg.temperature}{spread}", flush=True)
+    model.eval()
+    decoded, codes = vqvae.generate(model, prior, cfg.samples, side, cfg.seed, cfg.temperature)
+    pictures.save_images(decoded, run.path("samples"))
+    pictures.save_grid(decoded, run.path("sample_grid.png"), nrow=8)
+    shown = np.linspace(0, cfg.samples - 1, 8).round().astype(int)   # lowest to highest level
+    pictures.image_rows(run.path("samples.png"), [
+        {"images": codes[shown], "label": "sampled codes", "cmap": "tab20", "vmin": 0,
+         "vmax": cfg.codes - 1, "interpolation": "nearest"},
+        {"images": decoded[shown], "label": "decoded"}])
+    write_report(run, decoded, images, temperature=cfg.temperature,
+                 codes_used_in_samples=int(len(np.unique(codes))))
+    print(f"pictures in {run.out}", flush=True)
 
 
 # ---- the three stages ------------------------------------------------------------------------------
 
 def main():
-    argv = sys.argv[1:]
-    if flags().parse_known_args(argv)[0].stage in ("prior", "sample") and "--resume" not in argv:
-        argv.append("--resume")                  # these stages continue the run in --out
-    run = experiment.start(flags(), model="vqvae", argv=argv, resumable_flags=PRIOR_FLAGS,
-                           check=check_settings, memory=vqvae.memory_estimate)
+    run = experiment.start(settings.vqvae.flags(__doc__), model="vqvae",
+                           continues=lambda config: config.stage in ("prior", "sample"),
+                           resumable_flags=settings.vqvae.PRIOR_FLAGS,
+                           check=settings.vqvae.check, memory=settings.vqvae.memory_estimate)
     cfg, device = run.config, run.device
     saved = run.checkpoint or {}
-    settings_of_older_runs(run)
 
     # ---- data: every fifth slice is held out, for the reconstruction SSIM ------------------------
     dataset = experiment.load_images(cfg)
-    train_images, held_images = split_held_out(dataset.images)
+    train_images, held_images = data.split_held_out(dataset.images)
     held = data.to_float(held_images)[:, None]
-    slice_levels = slice_labels(cfg, dataset)           # the prior's classes, None without
-    labels = None if slice_levels is None else split_held_out(slice_levels)
+    levels = data.slice_levels(dataset.files, cfg.prior_levels) if cfg.prior_levels else None
+    labels = None if levels is None else data.split_held_out(levels)   # the prior's classes
     print(f"data: {dataset.source}; writing to {cfg.out}", flush=True)
 
     # ---- models and optimizers (an EMA codebook has no gradient, so no optimizer entry) -----------
     nn.manual_seed(cfg.seed)
     rng_dropout = np.random.default_rng([cfg.seed, 3])        # the prior's dropout masks
-    model, prior = vqvae.build(cfg, dropout_generator=rng_dropout)
+    model, prior = settings.vqvae.build(cfg, dropout_generator=rng_dropout)
     model.to(device)
     prior.to(device)
     optimizer = nn.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
@@ -364,18 +302,12 @@ def main():
         state.update(prior_state)
     run.restore(state)
     vqvae_steps, prior_steps = saved.get("vqvae_steps", 0), saved.get("prior_steps", 0)
-    if cfg.profile and cfg.stage in ("vqvae", "all") and prior_steps == 0:   # --profile N: time
-        loader = data.BatchLoader(train_images, cfg.batch_size, seed=cfg.seed, device=device,
-                                  augment=cfg.augment)
-        batches = experiment.stream(loader, vqvae_steps, vqvae_steps + cfg.profile + 1)
-        nn.profile_steps(lambda: vqvae_step(model, optimizer, nn.Tensor(next(batches)[1]),
-                                            state["rng_restart"]),
-                         cfg.profile, run.path("profile.txt"))     # N VQ-VAE steps, then stop
-        return
 
     # ---- stage 1 (the VQ-VAE stays frozen once the prior has started learning its codes) ---------
     if cfg.stage in ("vqvae", "all") and prior_steps == 0:
         vqvae_steps = train_vqvae(run, state, train_images, held, vqvae_steps)
+        if cfg.profile:
+            return
         report_reconstructions(run, model, held, vqvae_steps)
     if cfg.stage == "vqvae":
         return
@@ -384,52 +316,18 @@ def main():
 
     # ---- stage 2: the prior learns the code maps of the training slices --------------------------
     if cfg.stage in ("prior", "all"):
-        if "prior_codes" in saved:
-            code_maps = with_labels({key: saved[key] for key in saved if key in (
-                "prior_codes", "prior_slices", "held_codes", "vqvae_history")}, labels)
-        else:                                     # first time here: encode the data once
-            model.eval()
-            code_maps = encode_code_maps(cfg, model, train_images, held, labels, device)
-            code_maps["vqvae_history"] = {k: np.asarray(v) for k, v in run.history.items()}
-            run.history = {"step": []}            # from here on losses.png shows the prior
+        code_maps = code_maps_for_the_prior(run, model, train_images, held, labels)
         state.update(prior_state)
-        if cfg.profile:                           # --stage prior --profile N: time prior steps
-            steps = iter(range(prior_steps, prior_steps + cfg.profile + 1))
-            xp = nn.backend.array_module_for(device)
-            nn.profile_steps(lambda: prior_step(prior, prior_optimizer, *prior_batch(
-                cfg, code_maps, next(steps), xp)), cfg.profile, run.path("profile.txt"))
+        prior_steps = train_prior(run, state, code_maps, vqvae_steps, prior_steps,
+                                  len(train_images))
+        if cfg.profile:
             return
-        prior_steps, last_bits = train_prior(run, state, code_maps, vqvae_steps, prior_steps,
-                                             len(train_images))
-        train_bits, bits = last_bits or prior_bits(prior, code_maps, len(train_images))
-        run.log("prior", step=vqvae_steps + prior_steps, held_out_nll_bits=bits,
-                train_nll_bits=train_bits)
-        print(f"prior: held-out negative log-likelihood {bits:.3f} bits per code", flush=True)
 
-    # ---- stage 3: the prior draws code maps one code at a time, the decoder makes them slices -----
+    # ---- stage 3 ------------------------------------------------------------------------------------
     if cfg.stage in ("sample", "all"):
         if prior_steps == 0:
             raise experiment.ExperimentError(f"no trained prior in {cfg.out}; run --stage prior first")
-        side = vqvae.code_side(cfg)
-        spread = f", {cfg.prior_levels} levels evenly" if cfg.prior_levels else ""
-        print(f"stage 3/3: sampling {cfg.samples} code maps of {side}x{side} (one prior pass per "
-              f"code) at temperature {cfg.temperature}{spread}", flush=True)
-        model.eval()              # a conditional prior's samples: its levels evenly, lowest first
-        decoded, codes = vqvae.generate(model, prior, cfg.samples, side, cfg.seed, cfg.temperature)
-        pictures.save_images(decoded, run.path("samples"))
-        pictures.save_grid(decoded, run.path("sample_grid.png"), nrow=8)
-        shown = np.linspace(0, cfg.samples - 1, 8).round().astype(int)   # lowest to highest level
-        pictures.image_rows(run.path("samples.png"), [
-            {"images": codes[shown], "label": "sampled codes", "cmap": "tab20", "vmin": 0,
-             "vmax": cfg.codes - 1, "interpolation": "nearest"},
-            {"images": decoded[shown], "label": "decoded"}])
-        report = generation_report(decoded, data.to_float(train_images), data_range=2.0,
-                                   seed=cfg.seed)
-        run.log("report", step=vqvae_steps + prior_steps, temperature=cfg.temperature,
-                codes_used_in_samples=int(len(np.unique(codes))), **report)
-        print_report(report)
-        write_report(run, decoded)                      # report.html, sample-quality record
-        print(f"pictures in {run.out}", flush=True)
+        sample_stage(run, model, prior, dataset.images)
 
 
 if __name__ == "__main__":

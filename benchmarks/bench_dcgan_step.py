@@ -29,7 +29,8 @@ def ours(size, width, batch, nz, seed=0, device="cpu"):
     """A closure running one of our training steps on fixed random data on `device` ("cpu" or
     "gpu"); it returns the losses as 0-d arrays on the device, without waiting for them."""
     nn.manual_seed(seed)
-    G, D = dcgan.build(dict(image_size=size, nz=nz, ngf=width, ndf=width))
+    G = dcgan.init_weights(dcgan.Generator(size, nz, width))     # the PyTorch example's DCGAN
+    D = dcgan.init_weights(dcgan.Discriminator(size, width))     # (no dropout)
     G.to(device)
     D.to(device)
     opt_g = nn.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))

@@ -1,5 +1,5 @@
 """Measure the memory of one training step of each model and compare it with the estimate that the
-scripts use to refuse sizes that cannot fit (models/*.memory_estimate, settings.step_bytes).
+scripts use to refuse sizes that cannot fit (settings/*.memory_estimate, experiment.memory.step_bytes).
 
     python benchmarks/bench_memory.py                  # the three scripts' defaults
     python benchmarks/bench_memory.py --image-size 32 --batch-size 8
@@ -20,16 +20,18 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import nn  # noqa: E402
+import settings.dcgan  # noqa: E402
+import settings.stylegan  # noqa: E402
+import settings.vqvae  # noqa: E402
 import train_dcgan  # noqa: E402
 import train_stylegan  # noqa: E402
 import train_vqvae  # noqa: E402
-from models import dcgan, stylegan, vqvae  # noqa: E402
 
-SCRIPTS = {"dcgan": train_dcgan, "vqvae": train_vqvae, "stylegan": train_stylegan}
+SETTINGS = {"dcgan": settings.dcgan, "vqvae": settings.vqvae, "stylegan": settings.stylegan}
 
 
 def dcgan_steps(cfg, real, steps):
-    G, D = dcgan.build(cfg)
+    G, D = settings.dcgan.build(cfg)
     opt_g = nn.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     opt_d = nn.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     rng = np.random.default_rng(0)
@@ -41,13 +43,13 @@ def dcgan_steps(cfg, real, steps):
 def vqvae_steps(cfg, real, steps):
     """Stage 1 (the VQ-VAE) and stage 2 (the prior, on random code maps and levels, at
     --prior-batch-size): the larger peak counts."""
-    model, prior = vqvae.build(cfg)
+    model, prior = settings.vqvae.build(cfg)
     optimizer = nn.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     prior_optimizer = nn.optim.Adam(prior.parameters(), lr=cfg.prior_lr)
     rng = np.random.default_rng(0)
     for _ in range(steps):
         train_vqvae.vqvae_step(model, optimizer, nn.Tensor(real), rng)
-    side, n = vqvae.code_side(cfg), cfg.prior_batch_size
+    side, n = settings.vqvae.code_side(cfg), cfg.prior_batch_size
     for _ in range(steps):
         labels = rng.integers(0, cfg.prior_levels, n) if cfg.prior_levels else None
         loss = prior.loss(rng.integers(0, cfg.codes, (n, side, side)), labels)
@@ -58,25 +60,22 @@ def vqvae_steps(cfg, real, steps):
 
 def stylegan_steps(cfg, real, steps):
     """Steps at the final resolution, fading in, with the gradient penalty on the first."""
-    G, D = stylegan.build(cfg)
-    G_ema, _ = stylegan.build(cfg)
-    optimizers = train_stylegan.make_optimizers(G, D, cfg.image_size, cfg)
+    G, D = settings.stylegan.build(cfg)
+    G_ema, _ = settings.stylegan.build(cfg)
     rng = np.random.default_rng(0)
+    gan = train_stylegan.make_gan(G, D, cfg, rng, rng)
+    train_stylegan.start_phase(gan, {}, cfg.image_size, cfg)
     for step in range(steps):
-        train_stylegan.train_step(G, D, optimizers["optimizer_g"], optimizers["optimizer_d"],
-                                  real, cfg.image_size, 0.5, step * cfg.reg_every,
-                                  rng, cfg, "cpu")
+        train_stylegan.train_step(gan, real, cfg.image_size, 0.5, step * cfg.reg_every)
         nn.optim.update_average(G_ema, G, 0.99)
 
 
 STEPS = {"dcgan": dcgan_steps, "vqvae": vqvae_steps, "stylegan": stylegan_steps}
-ESTIMATES = {"dcgan": dcgan.memory_estimate, "vqvae": vqvae.memory_estimate,
-             "stylegan": stylegan.memory_estimate}
 
 
 def measure(model, argv=(), steps=3):
     """(measured peak bytes, estimated bytes) of `steps` training steps with the script's flags."""
-    cfg = SCRIPTS[model].flags().parse_args(list(argv))
+    cfg = SETTINGS[model].flags("").parse_args(list(argv))
     real = np.random.default_rng(1).uniform(-1, 1, (cfg.batch_size, 1, cfg.image_size,
                                                     cfg.image_size)).astype(np.float32)
     nn.manual_seed(0)
@@ -86,7 +85,7 @@ def measure(model, argv=(), steps=3):
     STEPS[model](cfg, real, steps)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return peak - before, ESTIMATES[model](cfg)
+    return peak - before, SETTINGS[model].memory_estimate(cfg)
 
 
 def main():

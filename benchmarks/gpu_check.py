@@ -211,13 +211,18 @@ def training_step(model, size, device, folder, cache, flags=()):
     """(step(i) -> values, images per step): one training step of `model` as its script runs it
     (its default settings at image size `size`, changed by `flags`), on the images of `folder`."""
     import data
+    import settings.dcgan
+    import settings.stylegan
+    import settings.vqvae
     import train_dcgan
     import train_stylegan
     import train_vqvae
-    from models import dcgan, stylegan, vqvae
+    from models import stylegan, vqvae
     images = data.load_images(folder, image_size=size, split="train", cache_dir=cache).images
-    script = {"dcgan": train_dcgan, "vqvae": train_vqvae, "stylegan": train_stylegan}[model]
-    cfg = script.flags().parse_args(["--image-size", str(size), "--device", device, *flags])
+    model_settings = {"dcgan": settings.dcgan, "vqvae": settings.vqvae,
+                      "stylegan": settings.stylegan}[model]
+    cfg = model_settings.flags("").parse_args(["--image-size", str(size), "--device", device,
+                                               *flags])
     loader = data.BatchLoader(images, cfg.batch_size, seed=0, device=device)
     rng = np.random.default_rng(1)
 
@@ -226,8 +231,8 @@ def training_step(model, size, device, folder, cache, flags=()):
 
     if model == "dcgan":
         nn.manual_seed(0)
-        G, D = dcgan.build(cfg)
-        G_ema, _ = dcgan.build(cfg)
+        G, D = settings.dcgan.build(cfg)
+        G_ema, _ = settings.dcgan.build(cfg)
         for network in (G, D, G_ema):
             network.to(device)
         opt_g = nn.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
@@ -241,7 +246,7 @@ def training_step(model, size, device, folder, cache, flags=()):
             return values
     elif model == "vqvae":
         nn.manual_seed(0)
-        network, _ = vqvae.build(cfg)
+        network, _ = settings.vqvae.build(cfg)
         network.to(device)
         optimizer = nn.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=cfg.lr)
 
@@ -250,17 +255,16 @@ def training_step(model, size, device, folder, cache, flags=()):
             values["codes_used"] = (vqvae.code_counts(codes, cfg.codes) > 0).sum()
             return values
     else:
-        G, D = stylegan.build(cfg, seed=0)
-        G_ema, _ = stylegan.build(cfg, seed=0)
+        G, D = settings.stylegan.build(cfg, seed=0)
+        G_ema, _ = settings.stylegan.build(cfg, seed=0)
         for network in (G, D, G_ema):
             network.to(device)
-        optimizers = train_stylegan.make_optimizers(G, D, size, cfg)
+        gan = train_stylegan.make_gan(G, D, cfg, rng, rng)
+        train_stylegan.start_phase(gan, {}, size, cfg)
 
         def step(i):
             real = stylegan.fade_real_images(batch(i), size, 1.0)
-            values = train_stylegan.train_step(G, D, optimizers["optimizer_g"],
-                                               optimizers["optimizer_d"], real, size, 1.0, i, rng,
-                                               cfg, device)
+            values = train_stylegan.train_step(gan, real, size, 1.0, i)
             nn.optim.update_average(G_ema, G, 0.99)
             return values
     return step, cfg.batch_size
@@ -386,7 +390,7 @@ def script_result(out):
     epochs = [r for r in records if r["event"] == "epoch"]
     if epochs:
         found["log_seconds_per_step_last_epoch"] = epochs[-1].get("seconds_per_step")
-    reports = [r for r in records if r["event"] == "report" and "seconds_per_image" in r]
+    reports = [r for r in records if r["event"] == "sample_quality" and "seconds_per_image" in r]
     if reports:
         found["log_seconds_per_image"] = reports[-1]["seconds_per_image"]
     return found

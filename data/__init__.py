@@ -10,10 +10,11 @@ See data/README.md for the layouts, the bundled set's provenance, augmentation a
 """
 
 from .batching import BatchLoader
+from .held_out import split_held_out
 from .layouts import DataError
 from .levels import check_positions_known, slice_levels
 from .loading import ImageSet, count_images, load_images
 from .transforms import to_float, to_uint8
 
 __all__ = ["BatchLoader", "DataError", "ImageSet", "check_positions_known", "count_images",
-           "load_images", "slice_levels", "to_float", "to_uint8"]
+           "load_images", "slice_levels", "split_held_out", "to_float", "to_uint8"]

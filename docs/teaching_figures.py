@@ -9,6 +9,7 @@ pictures stay readable; the profile from train_dcgan.py's default step (64x64, b
 ngf = ndf = 32, dropout 0.4), 3 steps after one warm-up. Without Graphviz only the .dot files
 are written (see nn.draw_graph).
 """
+import argparse
 import os
 import sys
 
@@ -18,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import nn  # noqa: E402
+import settings.dcgan  # noqa: E402
 from models import dcgan  # noqa: E402
 from benchmarks.machine import cpu_model  # noqa: E402
 from train_dcgan import train_step  # noqa: E402
@@ -26,7 +28,7 @@ from train_dcgan import train_step  # noqa: E402
 def discriminator_graph():
     """One forward pass of a DCGAN discriminator on a batch of two 16x16 images."""
     nn.manual_seed(0)
-    _, D = dcgan.build(dict(image_size=16, nz=8, ngf=4, ndf=4))
+    D = dcgan.init_weights(dcgan.Discriminator(16, 4))
     x = nn.Tensor(np.zeros((2, 1, 16, 16), np.float32))
     logits = D(x)
     nn.draw_graph(logits, os.path.join(HERE, "graph_dcgan_discriminator.png"), module=D,
@@ -37,7 +39,7 @@ def r1_graph():
     """R1 = |dD(x)/dx|^2 for an 8x8 discriminator (conv, LeakyReLU, conv): the gradient is made
     with create_graph=True, so the graph of R1 is the backward pass of D."""
     nn.manual_seed(0)
-    _, D = dcgan.build(dict(image_size=8, nz=8, ngf=2, ndf=2))
+    D = dcgan.init_weights(dcgan.Discriminator(8, 2))
     x = nn.Tensor(np.zeros((2, 1, 8, 8), np.float32), requires_grad=True)
     out = D(x)
     gx, = nn.grad(out.sum(), [x], create_graph=True)
@@ -48,7 +50,8 @@ def r1_graph():
 
 def profile_table(steps=3):
     nn.manual_seed(0)
-    G, D = dcgan.build(dict(image_size=64, nz=100, ngf=32, ndf=32, dropout=0.4))
+    G, D = settings.dcgan.build(argparse.Namespace(image_size=64, nz=100, ngf=32, ndf=32,
+                                                   dropout=0.4))
     opt_g = nn.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = nn.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     rng = np.random.default_rng(0)

@@ -34,14 +34,13 @@ The columns (key: header), each a mean over the scored images:
 """
 import numpy as np
 
-from data import to_float
+from data import split_held_out, to_float
 from evaluation.coverage import NEAREST_K
 from evaluation.features import PixelFeatures
 from evaluation.memorisation import memorisation
 from evaluation.sample_quality import PRDC_REPEATS, SampleJudge
 from evaluation.ssim import nearest_neighbour_ssim, pairwise_ssim
 
-HELDOUT_EVERY, HELDOUT_INDEX = 5, 4       # image i is held out when i % 5 == 4
 MAX_TRAIN = 2000
 MAX_PAIRS = 5000                          # pairwise SSIM: at most this many random pairs
 HOLDS_OUT = ("vqvae",)                    # models whose training script leaves those images out
@@ -65,13 +64,6 @@ SAW_HELDOUT_NOTE = ("held-out slices were in this run's training data: its memor
 OTHER_DATA_NOTE = "this run was trained on other data than the real images of this table"
 
 
-def split_heldout(images):
-    """(training, held-out) by the fixed rule: image i is held out when i % 5 == 4."""
-    index = np.arange(len(images))
-    held = index % HELDOUT_EVERY == HELDOUT_INDEX
-    return images[~held], images[held]
-
-
 def saw_heldout(model):
     """Did a run of this model, trained on these data, see the held-out images? (VQ-VAE: no.)"""
     return model not in HOLDS_OUT
@@ -88,7 +80,7 @@ def real_sets(images_uint8, n_samples, max_train=MAX_TRAIN, seed=0):
     The held-out images are capped at n_samples and the training images at max_train, each by a
     seeded random subset kept in data order (see the module docstring).
     """
-    train, heldout = split_heldout(np.asarray(images_uint8))
+    train, heldout = split_held_out(np.asarray(images_uint8))
     rng = np.random.default_rng([seed, 7])
     if len(heldout) > n_samples:
         heldout = heldout[np.sort(rng.choice(len(heldout), n_samples, replace=False))]

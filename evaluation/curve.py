@@ -35,11 +35,21 @@ def shrink_and_enlarge(images, resolution):
 class LearningCurve:
     """The real images and the Judge fitted on them once; score() one set of samples per point."""
 
-    def __init__(self, images_uint8, n_samples, seed=0):
+    def __init__(self, images_uint8, n_samples, seed=0):   # seed 0: as write_report scores
         self.train, self.heldout = real_sets(images_uint8, n_samples, seed=seed)
         self.size = self.train.shape[-1]
         self.judge = Judge(self.train, self.heldout, seed=seed)
         self.ceilings = {}
+
+    @classmethod
+    def if_possible(cls, images_uint8, n_samples, seed=0):
+        """A LearningCurve, or None (and a printed note) when there are too few samples or held-out
+        images for the metrics (see evaluation/comparison.real_sets)."""
+        try:
+            return cls(images_uint8, n_samples, seed)
+        except ValueError as error:
+            print(f"no learning curve: {error}", flush=True)
+            return None
 
     def ceiling(self, resolution):
         """NN-SSIM of the held-out slices at `resolution`, scaled up to the final size."""

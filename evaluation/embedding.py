@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from evaluation.coverage import squared_distances
 from experiment.files import atomic_write
 
 
@@ -49,15 +50,6 @@ def pca(x, n_components=50):
     return u * (s * signs), ratio
 
 
-def squared_distances(x):
-    """D_ij = |x_i - x_j|^2 = |x_i|^2 + |x_j|^2 - 2 x_i . x_j, clipped at 0 (rounding)."""
-    sq = (x ** 2).sum(axis=1)
-    d = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-    np.maximum(d, 0.0, out=d)
-    np.fill_diagonal(d, 0.0)
-    return d
-
-
 def conditional_probabilities(d, perplexity, tol=1e-5, max_steps=100):
     """p_{j|i} = exp(-beta_i D_ij) / sum_{k != i} exp(-beta_i D_ik), beta_i = 1 / (2 sigma_i^2).
 
@@ -89,7 +81,9 @@ def conditional_probabilities(d, perplexity, tol=1e-5, max_steps=100):
 
 def joint_probabilities(x, perplexity):
     """Symmetrised input similarities p_ij = (p_{j|i} + p_{i|j}) / 2N (they sum to 1)."""
-    p = conditional_probabilities(squared_distances(x), perplexity)
+    d = squared_distances(x, x)                       # |x_i - x_j|^2 (evaluation/coverage.py)
+    np.fill_diagonal(d, 0.0)                          # exactly 0, whatever the rounding
+    p = conditional_probabilities(d, perplexity)
     p = (p + p.T) / (2.0 * len(p))
     return np.maximum(p, 1e-12)
 

@@ -39,15 +39,10 @@ encoder, averaged over positions): the metrics only need an object with
 """
 import numpy as np
 
+from nn.backend import to_numpy
+
 DEFAULT_DIMS = 32
 TRANSFORM_CHUNK = 512            # images converted to float64 at a time (memory, not results)
-
-
-def to_numpy(x):
-    """CuPy arrays (anything with __cuda_array_interface__ and .get) are copied to the host."""
-    if hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
-        x = x.get()
-    return np.asarray(x)
 
 
 def check_images(images, name="images"):

@@ -40,7 +40,7 @@ import os
 import numpy as np
 
 from evaluation.coverage import as_features, squared_distances
-from evaluation.features import to_numpy
+from nn.backend import to_numpy
 
 PERCENTILE = 5.0
 TRAIN_BLOCK = 2048

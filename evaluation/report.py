@@ -1,11 +1,13 @@
 """report.html: one page per run, written at the end of training, that opens in any browser offline.
 
-    report.write_report(run, samples)   # the last line of a training script
+    report.write_report(run, samples, images)   # the last line of a training script
     report.build_report(folder)         # (re)build <folder>/report.html; `python compare.py --report`
 
-write_report scores the run's final samples against the run's own real images (the held-out rule
-and the columns of evaluation/comparison.py), appends them to metrics.jsonl as one
-"sample_quality" record, draws memorisation.png, and then builds the page.  build_report only
+write_report scores the run's final samples once, against the run's own real images (the held-out
+rule and the columns of evaluation/comparison.py: NN-SSIM against the training images, every
+fifth image held out as the "as good as real" reference), appends them to metrics.jsonl as one
+"sample_quality" record, prints them as one line, draws memorisation.png, and then builds the
+page: the console, metrics.jsonl and report.html show the same figures.  build_report only
 reads the run folder and writes report.html into it.  The page shows, from top to bottom:
 
     the run in one line, the command and the settings (config.json)
@@ -29,8 +31,8 @@ import re
 from PIL import Image
 
 import data
-from evaluation.comparison import (COLUMNS, SAW_HELDOUT_NOTE, Judge, minimum_images, real_sets,
-                                   saw_heldout)
+from evaluation.comparison import (COLUMNS, MAX_TRAIN, SAW_HELDOUT_NOTE, Judge, minimum_images,
+                                   real_sets, saw_heldout)
 from evaluation.memorisation import plot_memorisation
 from evaluation.ssim import WIN as SSIM_WINDOW
 from experiment.files import atomic_write
@@ -60,29 +62,46 @@ pre { padding: 0.5em; white-space: pre-wrap; }
 """
 
 
-# ---- the end of training: score the final samples, log them, build the page ----------------------
+# ---- the end of training: score the final samples once, log them, build the page -------------
 
-def write_report(run, samples=None, seed=0):
-    """The last call of a training script.  samples: the run's final samples (M, 1, S, S) in
-    [-1, 1], scored and logged as a "sample_quality" record (None: only build the page).
-    Returns the path of report.html."""
+def write_report(run, samples=None, images=None, seed=0, **extra):
+    """The last call of a training script. samples: the run's final samples (M, 1, S, S) in
+    [-1, 1], scored ONCE (score_run: the held-out rule of evaluation/comparison.py) against
+    `images`, the run's real images (uint8 (N, S, S), in the data's order; None: loaded again from
+    the run's settings). The scores, with `extra` (e.g. the resolution reached), go into
+    metrics.jsonl as one "sample_quality" record and are printed as one line; then the page is
+    built (samples None: only the page). Returns the record (None without samples)."""
+    record = None
     if samples is not None:
-        settings = vars(run.config)
-        record, figure = score_run(settings, run.model, samples, seed,
+        record, figure = score_run(vars(run.config), run.model, samples, seed, images=images,
                                    cache_dir=os.path.join(run.out, "cache"))
+        record.update(extra)
         if figure is not None:
             plot_memorisation(*figure, os.path.join(run.out, MEMORISATION),
                               title=f"{run.model} samples")
         run.log("sample_quality", step=run.saved_step, **record)
-    path = build_report(run.out)
-    print(f"report: {path}", flush=True)
-    return path
+        print(scores_line(record), flush=True)
+    print(f"report: {build_report(run.out)}", flush=True)
+    return record
 
 
-def score_run(settings, model, samples, seed=0, cache_dir=None):
+def scores_line(record):
+    """The one line every run ends with: its samples' scores next to the held-out real slices'."""
+    if "skipped" in record:
+        return f"samples not scored: {record['skipped']}"
+    return (f"nearest-neighbour SSIM {record['nn_ssim']:.3f} (course target >= 0.6; held-out "
+            f"real slices {record['heldout_nn_ssim']:.3f}); pairwise SSIM among samples "
+            f"{record['pairwise_ssim']:.3f} vs among real slices "
+            f"{record['heldout_pairwise_ssim']:.3f} (much higher = mode collapse); precision "
+            f"{record['precision']:.2f}, recall {record['recall']:.2f}, coverage "
+            f"{record['coverage']:.2f} (docs/metrics.md)")
+
+
+def score_run(settings, model, samples, seed=0, images=None, cache_dir=None):
     """(record, figure): the sample-quality record of a run's samples against the run's own data
     (the held-out rule of evaluation/comparison.py), and the arguments of plot_memorisation
-    (None when there are too few images; the record then says why under "skipped")."""
+    (None when there are too few images; the record then says why under "skipped").
+    images: the run's real images (uint8, at the samples' size); None: loaded from `settings`."""
     size = int(samples.shape[-1])
     record = {"n_samples": int(len(samples)), "image_size": size, "seed": int(seed),
               "saw_heldout": saw_heldout(model)}
@@ -93,11 +112,14 @@ def score_run(settings, model, samples, seed=0, cache_dir=None):
     if size < SSIM_WINDOW:
         record["skipped"] = f"images of {size}x{size} are smaller than the SSIM window"
         return record, None
-    real = data.load_images(settings.get("data"), image_size=size,
-                            split=settings.get("split", "all"), classes=settings.get("classes"),
-                            strict=settings.get("strict", False), cache_dir=cache_dir)
+    if images is None or images.shape[-1] != size:
+        images = data.load_images(settings.get("data"), image_size=size,
+                                  split=settings.get("split", "all"),
+                                  classes=settings.get("classes"),
+                                  strict=settings.get("strict", False), cache_dir=cache_dir).images
     try:
-        train, heldout = real_sets(real.images, len(samples), seed=seed)
+        train, heldout = real_sets(images, len(samples),
+                                   max_train=settings.get("metrics_real", MAX_TRAIN), seed=seed)
     except ValueError as error:
         record["skipped"] = str(error)
         return record, None

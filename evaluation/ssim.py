@@ -37,6 +37,8 @@ Inputs are NumPy arrays (or CuPy arrays, copied to the host), of shape (H, W), (
 """
 import numpy as np
 
+from nn.backend import to_numpy
+
 K1, K2 = 0.01, 0.03
 SIGMA = 1.5
 RADIUS = 5                     # int(3.5 * sigma + 0.5), as in scikit-image: an 11-tap window
@@ -90,16 +92,9 @@ def gaussian_filter_valid(stack_hnw, band_h, band_w):
     return both.reshape(h - WIN + 1, n, w - WIN + 1)
 
 
-def _to_numpy(x):
-    """CuPy arrays (anything with __cuda_array_interface__ and .get) are copied to the host."""
-    if hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
-        x = x.get()
-    return np.asarray(x, dtype=np.float64)
-
-
 def as_image_stack(x, name="images"):
     """(H, W), (N, H, W) or (N, 1, H, W) -> float64 (N, H, W); checks the window fits."""
-    x = _to_numpy(x)
+    x = np.asarray(to_numpy(x), dtype=np.float64)        # a GPU array is copied to the host
     if x.ndim == 4 and x.shape[1] == 1:
         x = x[:, 0]
     if x.ndim == 2:

@@ -4,15 +4,18 @@ Everything a training script needs besides the model and the training step:
 
     flags.py        experiment.parser(description, epochs=15, out="runs/dcgan", ...): the shared
                     flags (--device --data --split --subset --image-size --epochs --steps-per-epoch
-                    --batch-size --seed --out --resume --overwrite --strict --skip-memory-check);
-                    experiment.choose_device(name); run = experiment.start(parser, model="dcgan",
-                    check=dcgan.check_settings, memory=dcgan.memory_estimate): parse, refuse every
-                    bad setting before writing anything, pick the device, lock and prepare --out,
-                    and on --resume load the checkpoint and its saved settings
+                    --batch-size --seed --out --resume --overwrite --strict --skip-memory-check
+                    --profile), every flag with its rule (`rule=`); experiment.choose_device(name);
+                    run = experiment.start(parser, model="stylegan", check=settings.stylegan.check,
+                    memory=settings.stylegan.memory_estimate): parse, refuse every bad setting
+                    before writing anything, pick the device, lock and prepare --out, and on
+                    --resume load the checkpoint and its saved settings
     run.py          the Run: output folder, metrics log (metrics.jsonl), loss history, progress
-                    line, epoch summaries, Ctrl-C, save and restore; experiment.load_images(config)
-                    and experiment.stream(loader, start, stop) (exactly resumable batches)
-    checkpoints.py  atomic checkpoint files, and one stateful object <-> what the file stores
+                    line, epoch summaries, Ctrl-C, save and restore, --profile of the loop's own
+                    step; experiment.load_images(config) and experiment.stream(loader, start,
+                    stop) (exactly resumable batches)
+    checkpoints.py  atomic checkpoint files, one stateful object <-> what the file stores, and
+                    upgrade(): every rule that keeps runs saved by older code loading
     files.py        atomic writes (temporary file + rename) for pictures, logs and copies
     lock.py         one run per output folder (fcntl.flock, released when the process dies)
     memory.py       the model's memory estimate against the memory available

@@ -8,9 +8,14 @@
 stateful objects (models, optimizers, random generators) in ONE dict; `state_of` and `load_state`
 turn each of them into what the checkpoint stores and back, so saving and resuming read that
 same dict (see Run.save and Run.restore).
+
+Older runs. Every checkpoint written today says "version": VERSION. load_checkpoint passes every
+checkpoint through `upgrade`, which holds every rule that keeps a run saved by older code loading
+and resuming as it ran: nothing else in the project needs to know that older runs exist.
 """
 import json
 import os
+import re
 
 import numpy as np
 
@@ -20,6 +25,8 @@ from .errors import CheckpointError, NonFiniteLoss
 
 FORMAT = "braingen-checkpoint"
 CHECKPOINT = "checkpoint.npz"
+VERSION = 2          # 1: every checkpoint written before 2026-12-04 (they carry no "version")
+METRICS = "metrics.jsonl"
 
 
 # ---- one stateful object <-> what the checkpoint stores ---------------------------------------------
@@ -30,8 +37,8 @@ def rng_state(generator):
 
 
 def set_rng_state(generator, saved):
-    """Restore `rng_state` text (or the plain dict that older checkpoints hold) into `generator`."""
-    generator.bit_generator.state = json.loads(saved) if isinstance(saved, str) else saved
+    """Restore `rng_state` text into `generator`."""
+    generator.bit_generator.state = json.loads(saved)
 
 
 def state_of(thing):
@@ -117,4 +124,90 @@ def load_checkpoint(path, model=None):
         state["step"], state["epoch"] = int(state["step"]), int(state["epoch"])
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} is incomplete ({error})") from None
-    return state
+    return upgrade(state, os.path.join(os.path.dirname(path), METRICS))
+
+
+# ---- older runs ---------------------------------------------------------------------------------
+
+STYLEGAN_OLD_NAMES = [   # (key prefix in version 1, today's): StyleGAN before its ModuleDicts
+    (re.compile(r"^mapping\.dense(\d+)\."), r"mapping.layers.\1."),
+    (re.compile(r"^synthesis\.block(\d+)\."), r"synthesis.blocks.\1."),
+    (re.compile(r"^synthesis\.to_image(\d+)\."), r"synthesis.blocks.\1.to_image."),
+    (re.compile(r"^block(\d+)\."), r"blocks.\1."),
+    (re.compile(r"^from_image(\d+)\."), r"blocks.\1.from_image."),
+]
+
+
+# Settings that later code added, with the value that reproduces what a run saved before them did
+# (a run continued with --resume keeps its saved settings; one missing would take today's default).
+SETTINGS_ADDED_LATER = {
+    "stylegan": {"blur": False, "diffaugment": "", "gamma_scaling": "none", "critic": "stylegan",
+                 "d_fmap_base": None, "d_fmap_max": None, "lr_d": None, "synthesis": "replace"},
+    "vqvae": {"augment": True},
+}
+PRIOR_SETTINGS_ADDED_LATER = {"prior_levels": 0, "prior_dropout": 0.0}   # + prior_batch_size
+
+
+def upgrade(checkpoint, metrics_path=None):
+    """A checkpoint of any version as today's code reads it (VERSION), changed in place and
+    returned. Every rule that keeps a run saved by older code loading and resuming as it ran:
+
+    settings     each setting of SETTINGS_ADDED_LATER that the run does not have gets the value
+                 that reproduces the older code (e.g. StyleGAN without "blur": no blur; a VQ-VAE
+                 without "augment": stage 1 augmented); a VQ-VAE prior trained before
+                 "prior_levels", "prior_dropout" and "prior_batch_size" was unconditional,
+                 without dropout, at --batch-size
+    version 1    "elapsed" 0, "epoch_end_step" its step, "log_lines" the lines of metrics.jsonl
+                 up to its step (when that file is at metrics_path), random generators' states
+                 as JSON text (they were dicts); DCGAN without an averaged generator: it starts
+                 as a copy of G; StyleGAN's parameter names from before the per-resolution
+                 containers ("synthesis.block8." -> "synthesis.blocks.8.", "from_image8." ->
+                 "blocks.8.from_image.", ...; the order is unchanged, so Adam's states fit)
+    """
+    config, model = checkpoint["config"], checkpoint.get("model")
+    for name, value in SETTINGS_ADDED_LATER.get(model, {}).items():
+        config.setdefault(name, value)
+    if model == "vqvae" and "prior" in checkpoint:
+        for name, value in PRIOR_SETTINGS_ADDED_LATER.items():
+            config.setdefault(name, value)
+        config.setdefault("prior_batch_size", config.get("batch_size"))
+    if int(checkpoint.get("version", 1)) >= VERSION:
+        return checkpoint
+    checkpoint.setdefault("elapsed", 0.0)
+    checkpoint.setdefault("epoch_end_step", checkpoint["step"])
+    if "log_lines" not in checkpoint and metrics_path and os.path.exists(metrics_path):
+        checkpoint["log_lines"] = _lines_up_to_step(metrics_path, checkpoint["step"])
+    for key, value in checkpoint.items():
+        if key.startswith("rng") and isinstance(value, dict):
+            checkpoint[key] = json.dumps(value)
+    if model == "dcgan" and "generator" in checkpoint:
+        checkpoint.setdefault("generator_ema", checkpoint["generator"])
+    if model == "stylegan":
+        for key in ("generator", "generator_ema", "discriminator"):
+            if key in checkpoint:
+                checkpoint[key] = {_current_name(name): value
+                                   for name, value in checkpoint[key].items()}
+    checkpoint["version"] = VERSION
+    return checkpoint
+
+
+def _current_name(name):
+    for old, new in STYLEGAN_OLD_NAMES:
+        name = old.sub(new, name)
+    return name
+
+
+def _lines_up_to_step(metrics_path, step):
+    """How many leading lines of a metrics log hold records of steps up to `step` (a record
+    without a step counts; reading stops at the first later one or at a half-written line)."""
+    count = 0
+    with open(metrics_path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break
+            if record.get("step", 0) > step:
+                break
+            count += 1
+    return count

@@ -1,8 +1,14 @@
 """The flags every training script shares, the device, and `start`, which turns them into a Run.
 
-`start` refuses every bad setting before anything is written: the shared flags here, the model's
-own (its check_settings, models/settings.py), --out, the data request (listed, not decoded) and
-the memory a training step needs. Only then does it lock the output folder and make the Run.
+A flag is declared once, with the rule its value must follow (settings/rules.py):
+
+    g.add_argument("--ngf", type=int, default=32, rule=at_least(1), help="G width")
+
+`Parser` keeps that rule on the flag's argparse action, and `check_rules` checks every flag's value
+against it. `start` refuses every bad setting before anything is written: every flag's rule, the
+model's rules that tie settings together (its `check`), --out, the data request (listed, not
+decoded) and the memory a training step needs. Only then does it lock the output folder and make
+the Run.
 """
 import argparse
 import os
@@ -11,7 +17,7 @@ import sys
 
 import data
 import nn
-from models import settings
+from settings.rules import SettingsError, at_least
 
 from .checkpoints import CHECKPOINT, load_checkpoint
 from .errors import CheckpointError, ExperimentError
@@ -23,23 +29,51 @@ ALWAYS_RESUMABLE = ("epochs", "device", "resume", "overwrite", "out", "strict",
                     "skip_memory_check", "profile")
 THIS_COMMAND_ONLY = ("resume", "overwrite", "profile")   # never taken from the saved settings
 RUN_FILES = (CHECKPOINT, METRICS, "config.json")   # a folder holding one of these is a run
-SHARED_SETTINGS = {"epochs": settings.at_least(1), "batch_size": settings.at_least(1),
-                   "image_size": settings.at_least(1), "steps_per_epoch": settings.at_least(0),
-                   "seed": settings.at_least(0), "profile": settings.at_least(0)}
-                   # each model adds its own rules (check_settings)
+
+
+class FlagWithRule(argparse._StoreAction):
+    """argparse's plain "store" action, which also keeps the flag's rule (`rule=`, a function of
+    the value that returns None when it works, or what would work: settings/rules.py)."""
+
+    def __init__(self, *args, rule=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rule = rule
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse's parser, with abbreviations refused and its errors (an unknown flag, a value of
-    the wrong type, a missing one) as one line and exit code 2, like every other flag error."""
+    """argparse's parser, with a `rule=` for every flag that stores a value (FlagWithRule),
+    abbreviations refused, and its errors (an unknown flag, a value of the wrong type, a missing
+    one) as one line and exit code 2, like every other flag error."""
 
     def __init__(self, description):
         super().__init__(description=description, allow_abbrev=False,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
+        self.register("action", None, FlagWithRule)        # add_argument(...) with no action=
+        self.register("action", "store", FlagWithRule)
 
     def error(self, message):
         print(f"error: {message}; see --help for every flag", file=sys.stderr)
         sys.exit(2)
+
+    def rules(self):
+        """{setting name: rule} of every flag that has one."""
+        return {a.dest: a.rule for a in self._actions if getattr(a, "rule", None) is not None}
+
+    def tighten(self, name, rule):
+        """Give a shared flag the stricter rule one model needs (e.g. --image-size a power of
+        two)."""
+        next(a for a in self._actions if a.dest == name).rule = rule
+
+
+def check_rules(p, config):
+    """Raise SettingsError for the first setting of `config` that breaks its flag's rule; settings
+    `config` does not hold are skipped."""
+    values = vars(config)
+    for name, rule in p.rules().items():
+        if name in values:
+            need = rule(values[name])
+            if need:
+                raise SettingsError(name, values[name], need)
 
 
 def parser(description, **defaults):
@@ -53,12 +87,14 @@ def parser(description, **defaults):
     g.add_argument("--split", default="all", help="data split (default: %(default)s)")
     g.add_argument("--subset", "--classes", dest="classes", choices=("AD", "NC", "both"),
                    default=None, help="ADNI: train on one class only, AD or NC (default: both)")
-    g.add_argument("--image-size", type=int, default=64, help="default: %(default)s")
-    g.add_argument("--epochs", type=int, default=10, help="default: %(default)s")
-    g.add_argument("--steps-per-epoch", type=int, default=0,
+    g.add_argument("--image-size", type=int, default=64, rule=at_least(1),
+                   help="default: %(default)s")
+    g.add_argument("--epochs", type=int, default=10, rule=at_least(1), help="default: %(default)s")
+    g.add_argument("--steps-per-epoch", type=int, default=0, rule=at_least(0),
                    help="training steps per epoch; 0 = one pass over the data (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
-    g.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    g.add_argument("--batch-size", type=int, default=32, rule=at_least(1),
+                   help="default: %(default)s")
+    g.add_argument("--seed", type=int, default=0, rule=at_least(0), help="default: %(default)s")
     g.add_argument("--out", default="runs/run", help="output folder (default: %(default)s)")
     g.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     g.add_argument("--overwrite", action="store_true",
@@ -67,7 +103,7 @@ def parser(description, **defaults):
                    help="stop at the first unreadable image instead of skipping it with a warning")
     g.add_argument("--skip-memory-check", action="store_true",
                    help="start even if the training step is estimated not to fit in memory")
-    g.add_argument("--profile", type=int, default=0, metavar="N",
+    g.add_argument("--profile", type=int, default=0, metavar="N", rule=at_least(0),
                    help="time N training steps op by op (after one warm-up step), print the "
                         "table, save it as profile.txt in --out, and stop (default: off)")
     p.set_defaults(**defaults)
@@ -86,12 +122,13 @@ def choose_device(name):
     return "gpu"
 
 
-def start(p, model, argv=None, resumable_flags=(), check=None, memory=None):
+def start(p, model, argv=None, resumable_flags=(), check=None, memory=None, continues=None):
     """Parse the flags, check them all, pick the device, lock and prepare the output folder;
     return the Run.
 
-    check(config, images): the model's check_settings (raises models.settings.SettingsError);
-    memory(config): the model's memory_estimate in bytes. Every refusal happens before anything
+    check(config, images): the model's rules that tie settings together (raises SettingsError);
+    memory(config): the model's memory_estimate in bytes; continues(config): True for settings
+    that continue the run in --out as --resume does (train_vqvae.py's --stage prior). Every refusal happens before anything
     is written, as an ExperimentError with exit code 2 (1 when another process holds --out).
     With --resume it loads <out>/checkpoint.npz, checks it is a `model` checkpoint and continues
     with the settings saved in it: only --epochs, --device (and `resumable_flags`) may change.
@@ -99,6 +136,8 @@ def start(p, model, argv=None, resumable_flags=(), check=None, memory=None):
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     config = p.parse_args(argv)
+    if continues is not None and continues(config):
+        config.resume = True
     _check_flags(p, config)
     _check_out(config)
     check_free(config.out)               # another run there: say so before anything else
@@ -121,9 +160,9 @@ def start(p, model, argv=None, resumable_flags=(), check=None, memory=None):
         if check is not None:
             check(config, images)
         if images is not None and config.batch_size > images:
-            raise settings.SettingsError("batch_size", config.batch_size, f"the data holds "
-                                         f"{images} images; use at most that many")
-    except settings.SettingsError as error:
+            raise SettingsError("batch_size", config.batch_size, f"the data holds {images} "
+                                "images; use at most that many")
+    except SettingsError as error:
         raise ExperimentError(_with_default(p, error), code=2) from None
     device = choose_device(config.device)
     if memory is not None and not config.skip_memory_check:
@@ -187,10 +226,10 @@ def _explicit_flags(p, argv):
 
 
 def _check_flags(p, config):
-    """The shared flags' values (SHARED_SETTINGS), and --resume against --overwrite."""
+    """Every flag's rule, and --resume against --overwrite."""
     try:
-        settings.check(config, SHARED_SETTINGS)
-    except settings.SettingsError as error:
+        check_rules(p, config)
+    except SettingsError as error:
         raise ExperimentError(_with_default(p, error), code=2) from None
     if getattr(config, "resume", False) and getattr(config, "overwrite", False):
         raise ExperimentError("--resume continues the run in --out and --overwrite starts it "

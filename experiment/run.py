@@ -5,6 +5,7 @@
     state = {"generator": G, "optimizer_g": opt_g, "rng_noise": noise, ...}   # stateful objects
     step = run.restore(state)   # --resume: load them all in place, return the step (fresh: 0)
     run.begin_epoch(epoch, first_step, last_step, total_steps)   before an epoch's first step
+    run.begin_stage(finished)   a run in stages: keep the finished stage's history, start afresh
     run.record(step, **losses)  per training step; values may stay on the device (0-d arrays):
                                 run.read() brings them to the host in one transfer every
                                 READ_EVERY steps, at the end of an epoch and before a checkpoint,
@@ -12,6 +13,7 @@
                                 keeps the history and updates the progress bar
     run.stop_if_requested(state, step)   after a step: on Ctrl-C save, then exit with code 130
     run.end_epoch(**extra)      prints and logs the epoch line, redraws <out>/losses.png
+    run.profile(one_step, batches)   --profile N: time N calls of the loop's own step, op by op
     run.save(state, step, **extra)       atomic <out>/checkpoint.npz (plain values in `extra`)
     run.path(*names)            a path inside the output folder (folders are created)
     run.log(event, **fields)    append one JSON line to <out>/metrics.jsonl
@@ -29,14 +31,14 @@ import numpy as np
 import data
 import nn
 
-from .checkpoints import CHECKPOINT, FORMAT, load_state, save_checkpoint, state_of
+from .checkpoints import CHECKPOINT, FORMAT, METRICS, VERSION, load_state, save_checkpoint, state_of
 from .errors import ExperimentError, Interrupted, NonFiniteLoss
 from .files import atomic_write, remove_temporaries
 from .pictures import plot_losses
 from .progress import Progress, clock
 
-METRICS = "metrics.jsonl"
 READ_EVERY = 10   # training steps between two reads of the recorded values (see Run.read)
+STAGE_HISTORY = "_history"   # a finished stage's history in a checkpoint: "vqvae_history"
 
 
 class Run:
@@ -48,6 +50,7 @@ class Run:
         self.checkpoint_path = os.path.join(self.out, CHECKPOINT)
         self.stop_requested = False
         self.history = {}                  # name -> list of per-step values ("step" included)
+        self.finished_stages = {}          # stage name -> its history (see begin_stage)
         self.read_every = READ_EVERY
         self._pending = []                 # (step, values) recorded but not read yet
         self.saved_step = None             # step of the last checkpoint written or loaded
@@ -64,9 +67,11 @@ class Run:
             self.history = {k: [float(v) for v in np.asarray(values).ravel()]
                             for k, values in checkpoint.get("history", {}).items()}
             self.history.setdefault("step", [])
+            self.finished_stages = {key[:-len(STAGE_HISTORY)]: value for key, value in
+                                    checkpoint.items() if key.endswith(STAGE_HISTORY)}
             self.saved_step, self.epochs_done = checkpoint["step"], checkpoint["epoch"]
-            self.elapsed = float(checkpoint.get("elapsed", 0.0))
-            self.epoch_end_step = int(checkpoint.get("epoch_end_step", checkpoint["step"]))
+            self.elapsed = float(checkpoint["elapsed"])
+            self.epoch_end_step = int(checkpoint["epoch_end_step"])
             self._truncate_log(checkpoint)
             self.log("resume", step=checkpoint["step"], epoch=checkpoint["epoch"],
                      command=command_line())
@@ -98,25 +103,21 @@ class Run:
 
     def _truncate_log(self, checkpoint):
         """On resume, forget what was logged after the checkpoint was saved (it will be logged
-        again): the checkpoint stores how many lines the log had. Older checkpoints keep the
-        lines up to their step. A last line that a killed run left half-written goes too. The
-        log is replaced atomically."""
+        again): the checkpoint stores how many lines the log had ("log_lines"). A last line that
+        a killed run left half-written goes too. The log is replaced atomically."""
         if not os.path.exists(self.path(METRICS)):
             return
         keep = []
         with open(self.path(METRICS)) as f:
             for line in f:
                 try:
-                    record = json.loads(line)
+                    json.loads(line)
                 except ValueError:         # half a line: the run was killed while writing it
                     continue
-                keep.append((record, line.rstrip("\n") + "\n"))
-        if "log_lines" in checkpoint:
-            keep = keep[:int(checkpoint["log_lines"])]
-        else:
-            keep = [(r, line) for r, line in keep if r.get("step", 0) <= checkpoint["step"]]
+                keep.append(line.rstrip("\n") + "\n")
+        keep = keep[:checkpoint.get("log_lines")]     # None (not known): every line
         with atomic_write(self.path(METRICS), "w") as f:
-            f.writelines(line for _, line in keep)
+            f.writelines(keep)
         self.log_lines = len(keep)
 
     # -- per step / per epoch --
@@ -155,6 +156,14 @@ class Run:
                 self.history.setdefault(name, []).append(value)
                 self._epoch_values.setdefault(name, []).append(value)
         self.progress.update(self._progress_text(step, values))
+
+    def begin_stage(self, finished):
+        """A run in stages (the VQ-VAE, then its prior): the history so far is kept as stage
+        `finished`'s (saved as "<finished>_history"), and the history, losses.png and the epoch
+        summaries start afresh for the next stage."""
+        self.read()
+        self.finished_stages[finished] = {k: np.asarray(v) for k, v in self.history.items()}
+        self.history = {"step": []}
 
     def begin_epoch(self, epoch, first_step, last_step, total_steps, epochs=None):
         """Call before an epoch's first step: epoch counts from 0, it runs steps first..last-1
@@ -211,10 +220,12 @@ class Run:
         read first, so a nan loss stops the run before its weights are saved."""
         self.read()
         elapsed = self.elapsed + (time.perf_counter() - self._clock if self._steps_timed else 0.0)
-        own = {"format": FORMAT, "model": self.model, "config": vars(self.config),
+        own = {"format": FORMAT, "version": VERSION, "model": self.model,
+               "config": vars(self.config),
                "step": int(step), "epoch": int(self.epochs_done), "elapsed": float(elapsed),
                "log_lines": self.log_lines, "epoch_end_step": self.epoch_end_step,
-               "history": {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()}}
+               "history": {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()},
+               **{name + STAGE_HISTORY: history for name, history in self.finished_stages.items()}}
         clash = (set(state) | set(extra)) & set(own)
         if clash:
             raise ValueError(f"checkpoint entries may not be named {sorted(clash)}: the run's own")
@@ -250,6 +261,15 @@ class Run:
         if self.stop_requested:
             self.save(state, step, **extra)
             raise self.interrupted(step)
+
+    # -- --profile N --
+    def profile(self, one_step, batches):
+        """--profile N: one_step(step, batch), the very function the training loop calls, on the
+        first of `batches` untimed (first-call costs), then on the next N under nn.profile();
+        prints the per-op table and writes <out>/profile.txt. Returns the Profile."""
+        batches = iter(batches)
+        return nn.profile_steps(lambda: one_step(*next(batches)), self.config.profile,
+                                self.path("profile.txt"))
 
     # -- Ctrl-C --
     def _on_sigint(self, signum, frame):

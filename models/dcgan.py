@@ -25,55 +25,6 @@ import numpy as np
 
 import nn
 
-from . import settings
-
-GRAPH_FACTOR = 13   # see memory_estimate; measured by benchmarks/bench_memory.py
-
-# ---- the settings a DCGAN accepts (train_dcgan.py checks them before it writes anything) ---------
-
-SETTINGS = {
-    "image_size": settings.power_of_two(16),   # each level doubles; SSIM's 11x11 window needs 16
-    "nz": settings.at_least(1),
-    "ngf": settings.at_least(1),
-    "ndf": settings.at_least(1),
-    "lr": settings.above(0),
-    "lr_d": settings.optional(settings.above(0)),
-    "beta1": settings.between(0, 1, high_included=False),
-    "real_label": settings.between(0, 1),
-    "dropout": settings.between(0, 1, high_included=False),
-    "ema_half_life": settings.number_at_least(0),   # 0: samples from G itself
-    "samples": settings.at_least(2),            # pairwise SSIM needs two samples
-    "metrics_real": settings.at_least(1),
-}
-
-
-def check_settings(config, images=None):
-    """Raise settings.SettingsError for the first setting a DCGAN cannot work with (see SETTINGS).
-    `images`: how many training images there are, when known (unused: nothing depends on it)."""
-    settings.check(config, SETTINGS)
-
-
-def memory_estimate(config):
-    """Bytes one training step needs (settings.step_bytes): the feature maps of G and D for one
-    image, sum over levels r of (ngf_r + ndf_r) r^2, plus the image; D runs on the real and the
-    fake batch and again in G's step (GRAPH_FACTOR, measured at the defaults)."""
-    c = config if isinstance(config, dict) else vars(config)
-    size = c["image_size"]
-    g, d = widths(size, c["ngf"]), widths(size, c["ndf"])
-    maps = sum(width * r * r for r, width in g + d) + 2 * size * size
-    return settings.step_bytes(c["batch_size"], maps, parameter_count(c), GRAPH_FACTOR)
-
-
-def parameter_count(config):
-    """Weights of G and D (4x4 kernels, no biases) and their batch norms' scales, shifts and
-    running statistics: every array of their state dicts (tested against the models)."""
-    c = config if isinstance(config, dict) else vars(config)
-    g = [c["nz"]] + [width for _, width in widths(c["image_size"], c["ngf"])] + [1]
-    d = [1] + [width for _, width in widths(c["image_size"], c["ndf"])][::-1] + [1]
-    kernels = sum(16 * a * b for chain in (g, d) for a, b in zip(chain, chain[1:]))
-    norms = 4 * (sum(g[1:-1]) + sum(d[2:-1]))   # no batch norm on G's output or D's input
-    return kernels + norms
-
 
 def widths(image_size, base):
     """[(resolution, channels)] for 4x4, 8x8, ..., image_size/2: base * min(8, image_size / (2r))."""
@@ -144,15 +95,6 @@ def init_weights(model):
     return model
 
 
-def build(config):
-    """(generator, discriminator) for a run's settings (a dict or argparse.Namespace)."""
-    config = config if isinstance(config, dict) else vars(config)
-    generator = Generator(config["image_size"], config["nz"], config["ngf"])
-    discriminator = Discriminator(config["image_size"], config["ndf"],
-                                  dropout=config.get("dropout", 0.0))
-    return init_weights(generator), init_weights(discriminator)
-
-
 def generate(generator, z, batch_size=64):
     """Images for latent vectors z (NumPy (N, nz)) as a float32 NumPy array (N, 1, S, S).
 
@@ -169,16 +111,3 @@ def generate(generator, z, batch_size=64):
             pieces.append(generator(chunk).numpy())
     generator.train(was_training)
     return np.concatenate(pieces)
-
-
-def sample(checkpoint, n, seed, device="cpu"):
-    """generate.py's entry point: n images (float32 NumPy (n, 1, S, S), in [-1, 1]) from a DCGAN
-    checkpoint's averaged generator (its plain G for runs saved before there was one), with
-    latent vectors z ~ N(0, I) drawn from `seed`."""
-    config = checkpoint["config"]
-    generator = Generator(config["image_size"], config["nz"], config["ngf"])
-    generator.load_state_dict(checkpoint.get("generator_ema", checkpoint["generator"]))
-    generator.to(device)
-    z = np.random.default_rng(seed).standard_normal((n, config["nz"])).astype(np.float32)
-    return generate(generator, z)
-

@@ -48,7 +48,7 @@ def parse_policy(text):
 
 
 def policy_rule(value):
-    """The settings rule for --diffaugment (models/settings.py): None when it works."""
+    """The rule for --diffaugment (settings/rules.py): None when the policy works, else what does."""
     try:
         parse_policy(value)
     except ValueError:

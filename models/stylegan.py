@@ -22,7 +22,6 @@ Shapes: z and w are (B, w_dim); images are NCHW (B, 1, R, R) with values around 
 applying one after the fade is a reported failure).
 """
 import math
-import re
 
 import numpy as np
 
@@ -30,101 +29,14 @@ import nn
 import nn.functional as F
 from nn.ops import broadcast_to
 
-from . import dcgan, diffaugment, settings
-from .stylegan_losses import GAMMA_SCALINGS, LOSSES
+from . import dcgan
 from .stylegan_layers import (EqualConv2d, EqualLinear, NoiseInjection, StyleModulation, blur,
                               lrelu)
 
 START_RESOLUTION = 8
 CRITICS = ("stylegan", "dcgan")   # D: StyleGAN's own, or DCGAN's strided one (StridedCritic)
-REPORT_RESOLUTION = 16   # the final report's SSIM needs images of at least 11x11
 
-# ---- the settings StyleGAN accepts (train_stylegan.py checks them before it writes anything) -----
-
-SETTINGS = {
-    "image_size": settings.power_of_two(REPORT_RESOLUTION),
-    "z_dim": settings.at_least(1),
-    "w_dim": settings.at_least(1),
-    "mapping_layers": settings.at_least(1),
-    "fmap_base": settings.at_least(1),
-    "fmap_max": settings.at_least(1),
-    "d_fmap_base": settings.optional(settings.at_least(1)),
-    "d_fmap_max": settings.optional(settings.at_least(1)),
-    "critic": settings.one_of(CRITICS),
-    "ndf": settings.at_least(1),
-    "dropout": settings.between(0, 1, high_included=False),
-    "loss": settings.one_of(LOSSES),
-    "lr_d": settings.optional(settings.above(0)),
-    "fade_images": settings.at_least(0),
-    "gamma": settings.number_at_least(0),
-    "gamma_scaling": settings.one_of(GAMMA_SCALINGS),
-    "diffaugment": diffaugment.policy_rule,
-    "gp_weight": settings.number_at_least(0),
-    "drift": settings.number_at_least(0),
-    "reg_every": settings.at_least(1),
-    "lr": settings.above(0),
-    "style_mixing": settings.between(0, 1),
-    "ema_half_life": settings.above(0),
-    "samples": settings.at_least(2),            # pairwise SSIM needs two samples
-    "metrics_real": settings.at_least(1),
-    "compare_with": settings.optional(settings.existing_file("give the checkpoint.npz of "
-                                                            "another StyleGAN run")),
-}
 MBSTD_GROUP = 4          # D's minibatch standard deviation works on groups of 4 images
-GRAPH_FACTOR = 18        # see memory_estimate; benchmarks/bench_memory.py: at the defaults
-# (WGAN-GP) 498 MiB measured, estimated 548 (16 gave 488, too few)
-
-
-def phase_images(config):
-    """--phase-images as one image count per resolution before the final one (one number is used
-    for all). Raises settings.SettingsError when the list is malformed or has the wrong length."""
-    c = config if isinstance(config, dict) else vars(config)
-    resolutions = resolutions_up_to(c["image_size"], START_RESOLUTION)[:-1]
-    counts = settings.whole_numbers(c["phase_images"], minimum=1)
-    if counts is None:
-        raise settings.SettingsError("phase_images", c["phase_images"], "use whole numbers of "
-                                     "images (at least 1) separated by commas, e.g. "
-                                     "16000,16000,12000")
-    if len(counts) == 1:
-        counts = counts * len(resolutions)
-    if len(counts) < len(resolutions):
-        raise settings.SettingsError("phase_images", c["phase_images"], f"--image-size "
-                                     f"{c['image_size']} needs {len(resolutions)} values "
-                                     f"(resolutions {resolutions}) or one for all")
-    return counts
-
-
-def check_settings(config, images=None):
-    """Raise settings.SettingsError for the first setting StyleGAN cannot work with: SETTINGS, the
-    batch size (a multiple of the minibatch-stddev group), the phase list, and, when the steps
-    per epoch are known (given, or from the number of `images`), a run that would end below
-    16x16, where the final report cannot measure SSIM; and gamma scaling without R1, where it
-    would change nothing."""
-    settings.check(config, SETTINGS)
-    c = config if isinstance(config, dict) else vars(config)
-    if c.get("critic") == "dcgan" and c.get("loss") != "ns":
-        raise settings.SettingsError("loss", c["loss"], "--critic dcgan has batch norm, which "
-                                     "couples the images of a batch and so breaks a per-image "
-                                     "gradient penalty: use --loss ns")
-    if c.get("gamma_scaling", "none") != "none" and c.get("loss") != "ns-r1":
-        raise settings.SettingsError("gamma_scaling", c["gamma_scaling"], "it scales R1's gamma, "
-                                     "and only --loss ns-r1 has R1: add --loss ns-r1")
-    if c["batch_size"] % MBSTD_GROUP:
-        raise settings.SettingsError("batch_size", c["batch_size"], f"use a multiple of "
-                                     f"{MBSTD_GROUP} (minibatch standard deviation groups)")
-    counts = phase_images(c)
-    steps_per_epoch = c["steps_per_epoch"] or (images // c["batch_size"] if images else 0)
-    if steps_per_epoch:
-        schedule = Schedule(c["image_size"], counts, c["fade_images"], c["batch_size"])
-        total = c["epochs"] * steps_per_epoch
-        reached, _ = schedule.at(total - 1)
-        if reached < REPORT_RESOLUTION:
-            needed = -(-(schedule.starts[1] + 1) // steps_per_epoch)
-            raise settings.SettingsError("epochs", c["epochs"], f"training would end at step "
-                                         f"{total}, still at {reached}x{reached}; the final "
-                                         f"report needs "
-                                         f"{REPORT_RESOLUTION}x{REPORT_RESOLUTION}: use at least "
-                                         f"{needed}, or a shorter first --phase-images")
 
 
 def log2_int(n):
@@ -212,7 +124,8 @@ class SynthesisBlock(nn.Module):
     At 4x4 the input is the learned constant (initialised to ones) and the first layer has no conv.
     """
 
-    def __init__(self, resolution, in_channels, out_channels, w_dim, blur=False, rng=None):
+    def __init__(self, resolution, in_channels, out_channels, w_dim, blur=False, rng=None,
+                 to_image_at_zero=False):
         super().__init__()
         self.resolution = resolution
         first = resolution == 4
@@ -222,6 +135,8 @@ class SynthesisBlock(nn.Module):
                                  blur_after_conv=blur and not first, rng=rng)
         self.layer1 = StyleLayer(out_channels, out_channels, w_dim, rng=rng)
         self.to_image = EqualConv2d(out_channels, 1, 1, gain=1.0, rng=rng)
+        if to_image_at_zero:                    # (after the draw: the other weights stay alike)
+            self.to_image.weight.data[...] = 0.0
 
     def image_layer(self):
         return self.to_image
@@ -242,16 +157,27 @@ class SynthesisBlock(nn.Module):
 
 class SynthesisNetwork(nn.Module):
     """g(w_0, ..., w_{L-1}): the image at `resolution`, faded in with `alpha` (see module doc).
-    `blocks[R]` is the SynthesisBlock of resolution R, for every R from 4 to image_size."""
+    `blocks[R]` is the SynthesisBlock of resolution R, for every R from 4 to image_size.
 
-    def __init__(self, image_size, w_dim, widths, blur=False, rng=None):
+    skip=False (Karras et al. 2018): the image is to_image_R of the last block; while R fades
+    in it is blended with the upsampled image of R/2, which then stops being used.
+    skip=True (the "skip" generator of StyleGAN2, Karras et al. 2020, figure 7b): the image is
+    the sum of every resolution's to_image, each upsampled to R,
+
+        image_R = upsample(image_{R/2}) + alpha * to_image_R(x_R),       image_4 = to_image_4(x_4)
+
+    and every to_image starts at zero, so a new resolution adds detail to the image the lower
+    ones already draw instead of replacing it with its first random guess."""
+
+    def __init__(self, image_size, w_dim, widths, blur=False, rng=None, skip=False):
         super().__init__()
-        self.image_size = image_size
+        self.image_size, self.skip = image_size, skip
         self.resolutions = resolutions_up_to(image_size)
         self.blocks = nn.ModuleDict()
         previous = widths[4]
         for r in self.resolutions:
-            self.blocks[r] = SynthesisBlock(r, previous, widths[r], w_dim, blur, rng=rng)
+            self.blocks[r] = SynthesisBlock(r, previous, widths[r], w_dim, blur, rng=rng,
+                                            to_image_at_zero=skip)
             previous = widths[r]
 
     def forward(self, ws, resolution, alpha=1.0, noise=None, features=None):
@@ -259,11 +185,18 @@ class SynthesisNetwork(nn.Module):
         noise: list of arrays (B, 1, r, r), two per resolution (see `make_noise`)."""
         if noise is None:
             noise = make_noise(ws[0].shape[0], resolution, np.random.default_rng(), like=ws[0])
-        x, previous_x = None, None
+        x, previous_x, image = None, None, None
         for i, r in enumerate(resolutions_up_to(resolution)):
             previous_x = x
             x = self.blocks[r](x, ws[2 * i], ws[2 * i + 1], noise[2 * i], noise[2 * i + 1],
                                features)
+            if self.skip:
+                term = self.blocks[r].to_image(x)
+                if r == resolution and alpha < 1.0 and r > START_RESOLUTION:
+                    term = term * alpha                         # the new resolution fades in
+                image = term if image is None else upsample(image) + term   # up(image) + term
+        if self.skip:
+            return image
         image = self.blocks[resolution].to_image(x)
         if alpha < 1.0 and resolution > START_RESOLUTION:
             old = upsample(self.blocks[resolution // 2].to_image(previous_x))
@@ -289,16 +222,13 @@ class Generator(nn.Module):
     """Mapping network + synthesis network, with the truncation trick and style mixing."""
 
     def __init__(self, image_size=64, z_dim=64, w_dim=64, mapping_layers=8, fmap_base=1024,
-                 fmap_max=64, seed=0, blur=False):
+                 fmap_max=64, seed=0, blur=False, skip=False):
         super().__init__()
         rng = np.random.default_rng(seed)
-        self.config = dict(image_size=image_size, z_dim=z_dim, w_dim=w_dim,
-                           mapping_layers=mapping_layers, fmap_base=fmap_base, fmap_max=fmap_max,
-                           blur=blur)
         self.z_dim, self.w_dim = z_dim, w_dim
         self.widths = channel_widths(image_size, fmap_base, fmap_max)
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, rng=rng)
-        self.synthesis = SynthesisNetwork(image_size, w_dim, self.widths, blur, rng=rng)
+        self.synthesis = SynthesisNetwork(image_size, w_dim, self.widths, blur, rng=rng, skip=skip)
 
     def forward(self, z, resolution, alpha=1.0, noise=None, z_mix=None, crossover=None,
                 w_avg=None, psi=None):
@@ -310,9 +240,6 @@ class Generator(nn.Module):
         if psi is not None:
             ws = truncate(ws, w_avg, psi)
         return self.synthesis(ws, resolution, alpha, noise)
-
-    def load_state_dict(self, state, strict=True):
-        return super().load_state_dict(with_current_names(state), strict)
 
     def mean_w(self, n=4096, seed=0):
         """The average w over n random z: the centre that truncation pulls towards."""
@@ -374,8 +301,6 @@ class Discriminator(nn.Module):
                  blur=False):
         super().__init__()
         rng = np.random.default_rng(seed)
-        self.config = dict(image_size=image_size, fmap_base=fmap_base, fmap_max=fmap_max,
-                           mbstd_group=mbstd_group, blur=blur)
         self.mbstd_group = mbstd_group
         self.widths = widths = channel_widths(image_size, fmap_base, fmap_max)
         self.blocks = nn.ModuleDict()
@@ -400,9 +325,6 @@ class Discriminator(nn.Module):
         x = lrelu(self.final_conv(x))
         x = lrelu(self.final_dense(x.reshape(x.shape[0], -1)))
         return self.score(x)
-
-    def load_state_dict(self, state, strict=True):
-        return super().load_state_dict(with_current_names(state), strict)
 
 
 class StridedCritic(nn.Module):
@@ -442,122 +364,23 @@ def fade_real_images(images, resolution, alpha):
 
 
 
-class Schedule:
-    """Progressive growing (Karras et al. 2018, section 3) as a function of the training step.
-
-    Phase 0 trains resolution 8 for phase_images[0] images; phase k trains 8 * 2^k, fading it in
-    over fade_images images (alpha from 0 to 1) and then for the rest of phase_images[k]; the
-    last phase, at image_size, runs to the end. Counts of images become steps of `batch_size`."""
-
-    def __init__(self, image_size, phase_images, fade_images, batch_size):
-        self.resolutions = resolutions_up_to(image_size, START_RESOLUTION)
-        if len(phase_images) < len(self.resolutions) - 1:
-            raise ValueError(f"{len(self.resolutions) - 1} phase lengths are needed (resolutions "
-                             f"{self.resolutions[:-1]}), got {len(phase_images)}")
-        self.fade_steps = max(1, -(-fade_images // batch_size))
-        self.starts = [0]                       # first step of each phase
-        for images in phase_images[:len(self.resolutions) - 1]:
-            self.starts.append(self.starts[-1] + -(-images // batch_size))
-
-    def phase(self, step):
-        return max(k for k, start in enumerate(self.starts) if step >= start)
-
-    def at(self, step):
-        """(resolution, alpha) of training step `step` (counted from 0)."""
-        k = self.phase(step)
-        alpha = 1.0 if k == 0 else min(1.0, (step - self.starts[k]) / self.fade_steps)
-        return self.resolutions[k], alpha
-
-# ---- which parameters train at a resolution, and checkpoints from before the containers -------
+# ---- which parameters train at a resolution ----------------------------------------------------
 
 def parameters_at(model, resolution):
     """The parameters G or D trains at `resolution` R, in model.parameters() order (the order a
     saved optimizer state follows). Found by structure: a per-resolution block of resolution r
     is left out when r > R, and its image layer (to_image / from_image) also when r < R/2 (the
-    fade-in at R still blends in the image of R/2). Everything else always trains."""
+    fade-in at R still blends in the image of R/2), unless G sums every resolution's image
+    (skip). Everything else always trains."""
+    every_image = isinstance(model, Generator) and model.synthesis.skip
     left_out = set()
     for block in model.modules():
         if isinstance(block, (SynthesisBlock, DiscriminatorBlock)):
             if block.resolution > resolution:
                 left_out.update(id(p) for p in block.parameters())
-            elif block.resolution < resolution // 2:
+            elif block.resolution < resolution // 2 and not every_image:
                 left_out.update(id(p) for p in block.image_layer().parameters())
     return [p for p in model.parameters() if id(p) not in left_out]
-
-
-_OLD_NAMES = [   # (old key prefix, today's) for checkpoints saved before the containers
-    (re.compile(r"^mapping\.dense(\d+)\."), r"mapping.layers.\1."),
-    (re.compile(r"^synthesis\.block(\d+)\."), r"synthesis.blocks.\1."),
-    (re.compile(r"^synthesis\.to_image(\d+)\."), r"synthesis.blocks.\1.to_image."),
-    (re.compile(r"^block(\d+)\."), r"blocks.\1."),
-    (re.compile(r"^from_image(\d+)\."), r"blocks.\1.from_image."),
-]
-
-
-def with_current_names(state):
-    """A state dict with the names of older checkpoints ("synthesis.block8.layer0...",
-    "synthesis.to_image8.weight", "from_image8.weight", "mapping.dense0.weight") renamed to
-    today's ("synthesis.blocks.8.layer0...", "synthesis.blocks.8.to_image.weight", ...). The
-    parameter order is the same, so saved optimizer states load as they are."""
-    renamed = {}
-    for key, value in state.items():
-        for old, new in _OLD_NAMES:
-            key = old.sub(new, key)
-        renamed[key] = value
-    return renamed
-
-
-# ---- memory, building from flags, and sampling from a checkpoint (generate.py calls `sample`) ----
-
-def memory_estimate(config):
-    """Bytes a training step at the final resolution S needs (settings.step_bytes), with the
-    feature maps of one image: G's two style layers per resolution r (2 w_r r^2) and the
-    upsampled input (w_{r/2} r^2), D's convolutions (2 w_r + w_{r/2}) r^2. D runs on real and
-    fake images, twice more for the penalty's double backward (R1 or WGAN-GP), and in G's step."""
-    c = config if isinstance(config, dict) else vars(config)
-    widths = channel_widths(c["image_size"], c["fmap_base"], c["fmap_max"])
-    maps = 0
-    for r, width in widths.items():
-        previous = widths[max(4, r // 2)]
-        maps += (2 * width + 1) * r * r + (previous * r * r if r > 4 else 0)       # G
-        maps += (2 * width + previous) * r * r if r >= START_RESOLUTION else 0    # D
-    return settings.step_bytes(c["batch_size"], maps, parameter_count(c), GRAPH_FACTOR)
-
-
-def parameter_count(config):
-    """Weights and biases of G and D (tested against the models)."""
-    c = config if isinstance(config, dict) else vars(config)
-    z, w, widths = c["z_dim"], c["w_dim"], channel_widths(c["image_size"], c["fmap_base"],
-                                                          c["fmap_max"])
-    mapping = z * w + w + (c["mapping_layers"] - 1) * (w * w + w)
-
-    def style(out):                                        # noise weights, the affine map A
-        return out + 2 * out * (w + 1)
-    synthesis = discriminator = 0
-    for r, out in widths.items():
-        previous = widths[max(4, r // 2)]
-        first = 16 * out if r == 4 else 9 * previous * out + out     # the constant, or a conv
-        synthesis += first + style(out) + 9 * out * out + out + style(out) + out + 1
-        if r >= START_RESOLUTION:
-            discriminator += 2 * out + 9 * out * out + out + 9 * out * previous + previous
-    f = widths[4]
-    discriminator += 9 * (f + 1) * f + f + 16 * f * f + f + f + 1
-    return mapping + synthesis + discriminator
-
-
-
-def build(config, seed=0):
-    """Generator and Discriminator from a run's settings (a dict or argparse.Namespace)."""
-    c = config if isinstance(config, dict) else vars(config)
-    blur = c.get("blur", False)   # runs from before the blur existed have no "blur" setting
-    generator = Generator(c["image_size"], c["z_dim"], c["w_dim"], c["mapping_layers"],
-                          c["fmap_base"], c["fmap_max"], seed=seed, blur=blur)
-    if c.get("critic", "stylegan") == "dcgan":
-        nn.manual_seed(seed + 1)
-        return generator, StridedCritic(c["image_size"], c["ndf"], c["dropout"])
-    discriminator = Discriminator(c["image_size"], c.get("d_fmap_base") or c["fmap_base"],
-                                  c.get("d_fmap_max") or c["fmap_max"], seed=seed + 1, blur=blur)
-    return generator, discriminator
 
 
 def generate(generator, z, resolution, noise_rng, psi=None, w_avg=None, batch=32):
@@ -571,17 +394,3 @@ def generate(generator, z, resolution, noise_rng, psi=None, w_avg=None, batch=32
             image = generator(zb, resolution, noise=noise, w_avg=w_avg, psi=psi)
             out.append(np.clip(image.numpy(), -1.0, 1.0))
     return np.concatenate(out).astype(np.float32)
-
-
-def sample(checkpoint, n, seed, device, truncation=None):
-    """n images from a StyleGAN checkpoint's averaged generator at the resolution it reached.
-
-    truncation: psi of the truncation trick (None or 1 = off, 0 = the average image)."""
-    generator, _ = build(checkpoint["config"])
-    generator.load_state_dict(checkpoint["generator_ema"])
-    generator.to(device)
-    resolution = int(checkpoint["resolution"])
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, generator.z_dim)).astype(np.float32)
-    w_avg = generator.mean_w(seed=seed) if truncation is not None else None
-    return generate(generator, z, resolution, rng, psi=truncation, w_avg=w_avg)

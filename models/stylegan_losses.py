@@ -29,6 +29,8 @@ Networks with Limited Data", appendix) sets gamma proportional to the number of 
 "resolution" each progressive phase at res uses gamma * (res / final_res)^2, e.g. gamma / 64 at
 8x8 of a 64x64 run.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 import nn
@@ -36,6 +38,16 @@ import nn.functional as F
 
 LOSSES = ("ns-r1", "wgan-gp", "ns")   # ns: non-saturating without a penalty (DCGAN's)
 GAMMA_SCALINGS = ("none", "resolution")
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Which loss D and G are trained with, and the weights of its terms (module docstring)."""
+    kind: str = "wgan-gp"      # "wgan-gp", "ns-r1" or "ns"
+    gamma: float = 10.0        # R1's weight (ns-r1)
+    gp_weight: float = 10.0    # WGAN-GP's lambda
+    drift: float = 0.001       # WGAN's eps_drift
+    reg_every: int = 4         # lazy regularisation: the penalty every k steps, times k
 
 
 def identity(x):
@@ -74,51 +86,51 @@ def interpolates(reals, fakes, rng):
     return nn.Tensor(reals + u * (fakes - reals), requires_grad=True)   # x + u (G(z) - x)
 
 
-def wgan_gradient_penalty(discriminator, x_hat, resolution, alpha, weight=10.0):
+def wgan_gradient_penalty(critic, x_hat, weight=10.0):
     """lambda * E[(|grad D(x_hat)| - 1)^2]; the 1e-8 keeps sqrt differentiable at 0."""
-    scores = discriminator(x_hat, resolution, alpha)
+    scores = critic(x_hat)
     norm = (squared_gradient_norm(scores, x_hat) + 1e-8).sqrt()      # |grad D(x_hat)|
     return ((norm - 1.0) ** 2).mean() * weight                        # lambda E[(|grad| - 1)^2]
 
 
-def discriminator_loss(discriminator, reals, fakes, resolution, alpha, loss="ns-r1",
-                       regularise=False, reg_every=1, gamma=10.0, gp_weight=10.0, drift=0.001,
-                       rng=None, augment=identity):
-    """L_D for raw arrays `reals` and `fakes` (B, 1, R, R) (fakes already detached); D scores
-    augment(reals) and augment(fakes) (DiffAugment, or the identity).
+def discriminator_loss(critic, reals, fakes, loss=Loss(), regularise=False, rng=None,
+                       augment=identity):
+    """L_D for raw arrays `reals` and `fakes` (B, 1, R, R) (fakes already detached). critic(x) is
+    D's score of images x (D at the current resolution and fade); it scores augment(reals) and
+    augment(fakes) (DiffAugment, or the identity). With `regularise`, the penalty of loss.kind is
+    added, times loss.reg_every (lazy regularisation).
 
     Returns (loss Tensor, dict of 0-d arrays on the device for the log)."""
-    real_t = nn.Tensor(reals, requires_grad=regularise and loss == "ns-r1")
+    real_t = nn.Tensor(reals, requires_grad=regularise and loss.kind == "ns-r1")
     real_seen, fake_seen = augment(real_t), augment(nn.Tensor(fakes))     # T(x), T(G(z))
-    real_scores = discriminator(real_seen, resolution, alpha)
-    fake_scores = discriminator(fake_seen, resolution, alpha)
+    real_scores, fake_scores = critic(real_seen), critic(fake_seen)
     log = {"d_real": real_scores.data.mean(), "d_fake": fake_scores.data.mean()}
-    if loss in ("ns-r1", "ns"):
+    if loss.kind in ("ns-r1", "ns"):
         # E[softplus(D(G(z)))] + E[softplus(-D(x))]
         total = F.softplus(fake_scores).mean() + F.softplus(-real_scores).mean()
         log["d_loss"] = total.data
-        if regularise and loss == "ns-r1":
-            penalty = r1_penalty(real_scores, real_t, gamma)
+        if regularise and loss.kind == "ns-r1":
+            penalty = r1_penalty(real_scores, real_t, loss.gamma)
             log["penalty"] = penalty.data
-            total = total + penalty * reg_every
-    elif loss == "wgan-gp":
+            total = total + penalty * loss.reg_every
+    elif loss.kind == "wgan-gp":
         # E[D(G(z))] - E[D(x)] + eps_drift E[D(x)^2]
-        total = fake_scores.mean() - real_scores.mean() + (real_scores ** 2).mean() * drift
+        total = fake_scores.mean() - real_scores.mean() + (real_scores ** 2).mean() * loss.drift
         log["d_loss"] = total.data
         if regularise:
             x_hat = interpolates(real_seen.data, fake_seen.data, rng or np.random.default_rng())
-            penalty = wgan_gradient_penalty(discriminator, x_hat, resolution, alpha, gp_weight)
+            penalty = wgan_gradient_penalty(critic, x_hat, loss.gp_weight)
             log["penalty"] = penalty.data
-            total = total + penalty * reg_every
+            total = total + penalty * loss.reg_every
     else:
-        raise ValueError(f"unknown loss {loss!r}: use one of {LOSSES}")
+        raise ValueError(f"unknown loss {loss.kind!r}: use one of {LOSSES}")
     return total, log
 
 
-def generator_loss(fake_scores, loss="ns-r1"):
+def generator_loss(fake_scores, loss=Loss()):
     """L_G from D's scores on generated images."""
-    if loss in ("ns-r1", "ns"):
+    if loss.kind in ("ns-r1", "ns"):
         return F.softplus(-fake_scores).mean()
-    if loss == "wgan-gp":
+    if loss.kind == "wgan-gp":
         return -fake_scores.mean()
-    raise ValueError(f"unknown loss {loss!r}: use one of {LOSSES}")
+    raise ValueError(f"unknown loss {loss.kind!r}: use one of {LOSSES}")

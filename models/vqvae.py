@@ -19,61 +19,6 @@ import numpy as np
 import nn
 import nn.functional as F
 
-from . import settings
-from .pixelcnn import GatedPixelCNN
-
-# ---- the settings a VQ-VAE and its prior accept (train_vqvae.py checks them before it writes) ----
-
-SETTINGS = {
-    "image_size": settings.at_least(16),        # SSIM's 11x11 window; see check_settings too
-    "channels": settings.at_least(2),           # the inner stride-2 layers use channels / 2
-    "res_channels": settings.at_least(1),
-    "res_blocks": settings.at_least(0),
-    "downsamples": settings.at_least(1),
-    "codes": settings.at_least(2),
-    "code_dim": settings.at_least(1),
-    "beta": settings.number_at_least(0),
-    "lr": settings.above(0),
-    "augment": settings.boolean(),
-    "prior_epochs": settings.at_least(1),
-    "prior_channels": settings.at_least(1),
-    "prior_layers": settings.at_least(1),
-    "prior_lr": settings.above(0),
-    "prior_batch_size": settings.at_least(1),
-    "prior_levels": settings.at_least(0),     # 0: an unconditional prior
-    "prior_dropout": settings.between(0, 1, high_included=False),
-    "augment_copies": settings.at_least(0),
-    "samples": settings.at_least(2),            # pairwise SSIM needs two samples
-    "temperature": settings.above(0),
-}
-GRAPH_FACTOR, PRIOR_GRAPH_FACTOR = 3.5, 7.5   # see memory_estimate; benchmarks/bench_memory.py:
-# at the defaults (batch 8, prior batch 16, K = 128, dropout 0.1: one mask per gated layer) the
-# prior's step peaks, 408 MiB measured, estimated 472 (6.5 gave 410, too close)
-TEMPERATURE = 0.8   # sampling default: nearest-neighbour SSIM 0.611 at 1.0, 0.635 at 0.8, pairwise
-                    # SSIM 0.322 -> 0.333 (real slices 0.343); lower copies the training set more
-
-
-def check_settings(config, images=None):
-    """Raise settings.SettingsError for the first setting the VQ-VAE cannot work with: SETTINGS,
-    then the image size against --downsamples (each stride-2 layer halves it exactly, and the
-    code map must be at least 2x2), and, when the number of `images` is known, the batch size
-    against the training slices (every fifth is held out)."""
-    settings.check(config, SETTINGS)
-    c = config if isinstance(config, dict) else vars(config)
-    size, downsamples = c["image_size"], c["downsamples"]
-    if size % 2 ** downsamples:
-        raise settings.SettingsError("image_size", size, f"with --downsamples {downsamples} use a "
-                                     f"multiple of {2 ** downsamples} (e.g. 64)")
-    if size // 2 ** downsamples < 2:
-        most = int(np.log2(size // 2))
-        raise settings.SettingsError("downsamples", downsamples, f"{size}x{size} images allow at "
-                                     f"most {most} (code maps of at least 2x2)")
-    if images is not None and c["batch_size"] > images - (images + 1) // 5:
-        raise settings.SettingsError("batch_size", c["batch_size"], f"the VQ-VAE trains on "
-                                     f"{images - (images + 1) // 5} of the {images} images (every "
-                                     "fifth is held out); use at most that many")
-
-
 # ---- encoder and decoder ------------------------------------------------------------------------
 
 class ResidualBlock(nn.Module):
@@ -319,67 +264,7 @@ class VQVAE(nn.Module):
             return self.decoder(self.quantizer.decode_codes(codes))
 
 
-# ---- building from flags, and sampling from a checkpoint (generate.py calls `sample`) -------------
-
-def code_side(config):
-    """Side of the code map: image_size / 2^downsamples (64 with 2 downsamples: 16)."""
-    c = config if isinstance(config, dict) else vars(config)
-    return c["image_size"] // 2 ** c["downsamples"]
-
-
-def memory_estimate(config):
-    """Bytes the larger of the two training steps needs (settings.step_bytes), with the feature
-    maps of one image: stage 1, the encoder's and decoder's layer outputs plus K values per code
-    position (distances to every code, one-hot rows); stage 2, the prior's (11 prior_channels per
-    gated layer, the head, K logits per position), at --prior-batch-size (runs saved before it
-    existed: --batch-size). The parameters of both models count in both."""
-    c = config if isinstance(config, dict) else vars(config)
-    size, d, width, inner = c["image_size"], c["downsamples"], c["channels"], c["res_channels"]
-    side, codes, p = code_side(c), c["codes"], c["prior_channels"]
-    strided = sum((width if i == d else width // 2) * (size // 2 ** i) ** 2
-                  for i in range(1, d + 1))
-    middle = (2 * width + c["res_blocks"] * (width + inner) + c["code_dim"]) * side ** 2
-    vqvae_maps = 2 * (strided + middle) + 3 * codes * side ** 2
-    prior_maps = (11 * p * c["prior_layers"] + 2 * p + 3 * codes) * side ** 2
-    parameters = parameter_count(c)
-    return max(settings.step_bytes(c["batch_size"], vqvae_maps, parameters, GRAPH_FACTOR),
-               settings.step_bytes(c.get("prior_batch_size", c["batch_size"]), prior_maps,
-                                   parameters, PRIOR_GRAPH_FACTOR))
-
-
-def parameter_count(config):
-    """Weights, biases and codebook arrays of the VQ-VAE and its prior (tested against them)."""
-    c = config if isinstance(config, dict) else vars(config)
-    width, inner, dim, k, p = c["channels"], c["res_channels"], c["code_dim"], c["codes"], \
-        c["prior_channels"]
-    chain = [1] + [width // 2] * (c["downsamples"] - 1) + [width]      # the stride-2 layers
-    down = sum(16 * a * b + b for a, b in zip(chain, chain[1:]))
-    up = sum(16 * a * b + b for a, b in zip(chain[::-1], chain[::-1][1:]))
-    residual = c["res_blocks"] * (9 * width * inner + inner + inner * width + width)
-    encoder = down + 9 * width * width + width + residual + width * dim + dim
-    decoder = 9 * dim * width + width + residual + up
-    quantizer = (k * dim + k) * (2 if c.get("ema", True) else 1)   # codebook, usage (EMA: x2)
-
-    def gated_layer(kernel, horizontal_width, e=8, levels=c.get("prior_levels", 0)):
-        return (2 * p * p * (kernel // 2 + 1) * kernel + 4 * p * p + 2 * p * p * horizontal_width
-                + p * p + 2 * 2 * p * e + 11 * p + 2 * 2 * p * levels)  # e: position channels
-    prior = (k * p + 8 * code_side(c) ** 2 + gated_layer(7, 3)
-             + (c["prior_layers"] - 1) * gated_layer(3, 2) + p * p + p + p * k + k)
-    return encoder + decoder + quantizer + prior
-
-
-def build(config, dropout_generator=None):
-    """(VQVAE, GatedPixelCNN prior over its code maps) for a run's settings (dict or Namespace);
-    the prior's dropout masks come from `dropout_generator` (None: nn.init's shared one)."""
-    c = config if isinstance(config, dict) else vars(config)
-    model = VQVAE(c["channels"], c["res_channels"], c["res_blocks"], c["downsamples"], c["codes"],
-                  c["code_dim"], c["beta"], c["ema"])
-    side = code_side(c)
-    prior = GatedPixelCNN(c["codes"], c["prior_channels"], c["prior_layers"], map_size=(side, side),
-                          levels=c.get("prior_levels", 0),        # older runs: unconditional
-                          dropout=c.get("prior_dropout", 0.0), generator=dropout_generator)
-    return model, prior
-
+# ---- using a trained model ----------------------------------------------------------------------
 
 def reconstruct(model, images, batch_size=64):
     """Reconstructions (clipped to [-1, 1]) and code maps of float images (N, 1, S, S), as NumPy
@@ -396,7 +281,7 @@ def reconstruct(model, images, batch_size=64):
     return np.concatenate(outputs), np.concatenate(codes)
 
 
-def generate(model, prior, n, side, seed, temperature=TEMPERATURE, labels=None):
+def generate(model, prior, n, side, seed, temperature=1.0, labels=None):
     """n code maps drawn from the prior, one code at a time, and the images the decoder makes of
     them: (float32 NumPy (n, 1, S, S) clipped to [-1, 1], int64 codes (n, side, side)).
     labels (n,): the slice level of each map, for a conditional prior; None: the n maps cover
@@ -404,40 +289,3 @@ def generate(model, prior, n, side, seed, temperature=TEMPERATURE, labels=None):
     codes = prior.sample(n, (side, side), temperature=temperature, seed=seed, labels=labels)
     xp = nn.backend.get_array_module(model.quantizer.codebook.data)
     return np.clip(model.decode(xp.asarray(codes)).numpy(), -1, 1), codes
-
-
-def prior_levels(config):
-    """How many slice levels a run's prior is conditioned on (0: unconditional, as in every run
-    saved before --prior-levels existed)."""
-    return int(config.get("prior_levels", 0))
-
-
-def level_labels(config, n, level):
-    """n labels of slice level `level` (None: let the prior cover its levels evenly); a level the
-    prior does not have raises settings.SettingsError."""
-    if level is None:
-        return None
-    levels = prior_levels(config)
-    if levels == 0:
-        raise settings.SettingsError("level", level, "this run's prior has no slice levels "
-                                     "(trained with --prior-levels 0); drop --level")
-    if not (isinstance(level, int) and 0 <= level < levels):
-        raise settings.SettingsError("level", level, f"use a whole number from 0 (lowest slices) "
-                                     f"to {levels - 1} (highest): the prior knows {levels} levels")
-    return np.full(n, level, dtype=np.int64)
-
-
-def sample(checkpoint, n, seed, device="cpu", temperature=TEMPERATURE, level=None):
-    """generate.py's entry point: n new images (float32 NumPy (n, 1, S, S) in [-1, 1]) from a
-    VQ-VAE checkpoint whose prior has been trained; with `level`, all of that slice level."""
-    config = checkpoint["config"]
-    labels = level_labels(config, n, level)
-    if "prior" not in checkpoint or int(checkpoint.get("prior_steps", 1)) == 0:
-        raise nn.CheckpointError("this VQ-VAE checkpoint has no trained prior yet; train it with "
-                                 f"`python train_vqvae.py --stage prior --out {config['out']}`")
-    model, prior = build(config)
-    model.load_state_dict(checkpoint["vqvae"])
-    prior.load_state_dict(checkpoint["prior"])
-    model.to(device).eval()
-    prior.to(device).eval()
-    return generate(model, prior, n, code_side(config), seed, temperature, labels)[0]

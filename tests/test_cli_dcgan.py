@@ -62,12 +62,12 @@ def test_a_tiny_run_writes_every_output(finished):
     assert Image.open(out / "losses.png").size[0] >= 400
     with open(out / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
-    assert [r["event"] for r in records] == ["start", "epoch", "epoch", "report", "sample_quality"]
-    assert [r["step"] for r in records[1:]] == [3, 6, 6, 6]
+    assert [r["event"] for r in records] == ["start", "epoch", "epoch", "sample_quality"]
+    assert [r["step"] for r in records[1:]] == [3, 6, 6]
     assert {"loss_d", "loss_g", "d_real", "d_fake"} <= set(records[1])
-    report = records[-2]
-    assert 0 <= report["nn_ssim_mean"] <= 1 and report["n_samples"] == 8 and report["n_real"] == 132
-    assert "nearest-neighbour SSIM" in result.stdout
+    scores = records[-1]                                       # scored once, printed as it is
+    assert 0 <= scores["nn_ssim"] <= 1 and scores["n_samples"] == 8
+    assert f"nearest-neighbour SSIM {scores['nn_ssim']:.3f}" in result.stdout
     assert result.stdout.count("epoch ") >= 2                       # one line per epoch (no tty)
     checkpoint = experiment.load_checkpoint(out / "checkpoint.npz", "dcgan")
     assert checkpoint["step"] == 6 and checkpoint["epoch"] == 2
@@ -134,7 +134,8 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu(tmp_path, device):
     assert len(checkpoint["history"]["loss_d"]) == 6
     assert np.isfinite(checkpoint["history"]["loss_g"]).all()
     with open(out / "metrics.jsonl") as f:
-        assert [json.loads(line)["event"] for line in f][-3:] == ["resume", "epoch", "report"]
+        assert [json.loads(line)["event"] for line in f][-3:] == ["resume", "epoch",
+                                                                  "sample_quality"]
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
@@ -175,16 +176,17 @@ def test_a_missing_data_folder_is_a_clear_error(tmp_path):
 
 def test_generate_writes_n_images_a_grid_and_metrics(finished, tmp_path, device):
     out, _ = finished
-    result = run("generate.py", "--checkpoint", out / "checkpoint.npz", "--n", "5", "--seed", "1",
+    result = run("generate.py", "--checkpoint", out / "checkpoint.npz", "--n", "6", "--seed", "1",
                  "--out", tmp_path / "gen", "--metrics", "--device", device)
     files = sorted(os.listdir(tmp_path / "gen"))
-    assert [f for f in files if f.startswith("img_")] == [f"img_{i:04d}.png" for i in range(5)]
+    assert [f for f in files if f.startswith("img_")] == [f"img_{i:04d}.png" for i in range(6)]
     assert "grid.png" in files and "metrics.json" in files
     assert Image.open(tmp_path / "gen" / "img_0003.png").size == (16, 16)
     report = json.load(open(tmp_path / "gen" / "metrics.json"))
-    assert report["n_samples"] == 5 and report["model"] == "dcgan" and report["step"] == 6
-    assert "nearest-neighbour SSIM" in result.stdout
-    again = run("generate.py", "--checkpoint", out / "checkpoint.npz", "--n", "5", "--seed", "1",
+    assert report["n_samples"] == 6 and report["model"] == "dcgan" and report["step"] == 6
+    assert f"nearest-neighbour SSIM {report['nn_ssim']:.3f}" in result.stdout    # as a run scores
+    assert report["heldout_nn_ssim"] > report["nn_ssim"] and 0 <= report["recall"] <= 1
+    again = run("generate.py", "--checkpoint", out / "checkpoint.npz", "--n", "6", "--seed", "1",
                 "--out", tmp_path / "again", "--device", device)
     assert again.returncode == 0
     assert (Image.open(tmp_path / "gen" / "grid.png").tobytes()

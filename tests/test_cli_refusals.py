@@ -39,7 +39,7 @@ SCRIPTS = {   # entry point, tiny valid settings
 }
 SHARED = [   # (flags, what the message must say), for every training script
     (["--image-size", "37"], "--image-size 37"),
-    (["--image-size", "0"], "--image-size 0: use a whole number, at least 1"),
+    (["--image-size", "0"], "--image-size 0: use a"),      # power of two / at least 16
     (["--image-size", "-16"], "--image-size -16"),
     (["--image-size", "8"], "--image-size 8"),
     (["--batch-size", "0"], "--batch-size 0: use a whole number, at least 1"),
@@ -71,7 +71,7 @@ OWN = {   # each script's own flags
         (["--dropout", "1"], "--dropout 1.0"), (["--ema-half-life", "-1"], "--ema-half-life -1"),
         (["--samples", "1"], "--samples 1: use a whole number, at least 2"),
         (["--metrics-real", "0"], "--metrics-real 0"),
-        (["--image-size", "65536"], "needs about"), (["--ngf", str(HUGE)], "needs about"),
+        (["--image-size", "65536"], "needs about"), (["--ngf", str(HUGE)], "training step needs"),
     ],
     "train_vqvae.py": [
         (["--codes", "0"], "--codes 0: use a whole number, at least 2"),
@@ -116,7 +116,7 @@ OWN = {   # each script's own flags
         (["--metrics-real", "0"], "--metrics-real 0"), (["--loss", "hinge"], "invalid choice"),
         (["--compare-with", "{tmp}/missing.npz"], "missing.npz: no such file"),
         (["--phase-images", "800"], "--epochs 1: training would end at step 2, still at 8x8"),
-        (["--fmap-base", str(HUGE * 100), "--fmap-max", str(HUGE)], "needs about"),
+        (["--fmap-base", str(HUGE * 100), "--fmap-max", str(HUGE)], "training step needs"),
     ],
 }
 GRID = [(script, flags, phrase) for script in SCRIPTS

@@ -48,7 +48,7 @@ def test_a_tiny_progressive_run_writes_every_output(finished):
         records = [json.loads(line) for line in f]
     events = [r["event"] for r in records]
     assert events == ["start", "curve", "epoch", "curve", "phase", "curve", "epoch", "epoch",
-                      "curve", "phase", "report", "sample_quality"]
+                      "curve", "phase", "sample_quality"]
     curve = [r for r in records if r["event"] == "curve"]          # scored every epoch and phase
     assert [(r["step"], r["images"], r["resolution"]) for r in curve] == \
         [(2, 16, 8), (3, 24, 8), (4, 32, 16), (6, 48, 16)]
@@ -59,9 +59,10 @@ def test_a_tiny_progressive_run_writes_every_output(finished):
     assert [(r["step"], r["resolution"], r["alpha"]) for r in epochs] == \
         [(2, 8, 1.0), (4, 16, 0.0), (6, 16, 1.0)]
     assert {"d_loss", "g_loss", "penalty", "d_real", "d_fake", "seconds_per_image"} <= set(epochs[0])
-    report = records[-2]
-    assert report["resolution"] == 16 and set(report["seconds_per_image"]) == {"8", "16"}
-    assert 0 <= report["nn_ssim_mean"] <= 1 and report["n_samples"] == 8
+    scores = records[-1]
+    assert scores["resolution"] == 16 and set(scores["seconds_per_image"]) == {"8", "16"}
+    assert 0 <= scores["nn_ssim"] <= 1 and scores["n_samples"] == 8
+    assert scores["nn_ssim"] == pytest.approx(curve[-1]["nn_ssim"], abs=1e-4)  # the same score
     checkpoint = experiment.load_checkpoint(out / "checkpoint.npz", "stylegan")
     assert checkpoint["step"] == 6 and int(checkpoint["resolution"]) == 16
     assert len(checkpoint["history"]["g_loss"]) == 6

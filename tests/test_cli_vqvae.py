@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--channels", "8", "--res-channels", "4", "--res-blocks", "1",
         "--codes", "48", "--code-dim", "4", "--batch-size", "8", "--steps-per-epoch", "2",
         "--prior-channels", "4", "--prior-layers", "2", "--augment-copies", "1",
-        "--samples", "4", "--prior-batch-size", "8", "--prior-levels", "4",
+        "--samples", "6", "--prior-batch-size", "8", "--prior-levels", "4",
         "--prior-dropout", "0.2"]
 # 16x16 slices, 4x4 code maps; a prior conditioned on 4 slice levels, with dropout (so the resume
 # test also checks that the dropout masks continue exactly), 2 steps a prior epoch
@@ -62,8 +62,9 @@ def test_every_stage_writes_its_outputs(full_run):
     for key in ("held_out_ssim_std", "held_out_codes_used", "held_out_perplexity"):
         assert key in logged["reconstruction"], key
     assert logged["prior"]["held_out_nll_bits"] > 0
-    for key in ("nn_ssim_mean", "pairwise_ssim_samples", "pairwise_ssim_real"):
-        assert key in logged["report"], key
+    for key in ("nn_ssim", "pairwise_ssim", "heldout_pairwise_ssim", "recall", "coverage"):
+        assert key in logged["sample_quality"], key
+    assert logged["sample_quality"]["codes_used_in_samples"] > 0
     epochs = [e for e in events(out) if e["event"] == "epoch"]
     assert [e["step"] for e in epochs] == list(range(2, 17, 2))   # global steps across stages
     assert "codes_used" in epochs[0]
@@ -77,16 +78,16 @@ def test_every_stage_writes_its_outputs(full_run):
 def test_held_out_bits_are_on_maps_the_prior_never_saw(full_run):
     """The held-out maps are the codes of every fifth slice; the prior's training maps are all of
     the other slices (plain, then augmented), each with its slice's level."""
+    import argparse
     import data
     import experiment
-    import train_vqvae
-    from models import vqvae
+    import settings.vqvae
     from models.pixelcnn import mean_bits
     out, _ = full_run
     saved = experiment.load_checkpoint(os.path.join(out, "checkpoint.npz"))
     dataset = data.load_images(None, image_size=16, split="all")
-    train_images, held_images = train_vqvae.split_held_out(dataset.images)
-    model, prior = vqvae.build(saved["config"])
+    train_images, held_images = data.split_held_out(dataset.images)
+    model, prior = settings.vqvae.build(argparse.Namespace(**saved["config"]))
     model.load_state_dict(saved["vqvae"])
     prior.load_state_dict(saved["prior"])
     model.eval()
@@ -96,7 +97,7 @@ def test_held_out_bits_are_on_maps_the_prior_never_saw(full_run):
     assert len(saved["prior_codes"]) == 2 * n and saved["prior_slices"].max() < n
     plain = data.to_float(train_images[saved["prior_slices"][:n]])[:, None]
     np.testing.assert_array_equal(saved["prior_codes"][:n], model.encode(nn.Tensor(plain)))
-    train_levels, held_levels = train_vqvae.split_held_out(data.slice_levels(dataset.files, 4))
+    train_levels, held_levels = data.split_held_out(data.slice_levels(dataset.files, 4))
     np.testing.assert_array_equal(saved["prior_labels"], train_levels[saved["prior_slices"]])
     np.testing.assert_array_equal(saved["held_labels"], held_levels)
     logged = [e for e in events(out) if e["event"] == "prior"][-1]
@@ -191,11 +192,12 @@ def test_a_run_saved_before_slice_levels_still_samples_unconditionally(tmp_path,
     for key in ("prior_levels", "prior_batch_size", "prior_dropout", "augment"):
         del config[key]
     saved["config"] = json.dumps(config) if isinstance(saved["config"], str) else config
-    del saved["prior_slices"]
+    del saved["prior_slices"], saved["version"]          # as version 1 (before these settings)
     nn.save(saved, path)
-    text = train(out, "--stage", "sample", "--temperature", "1.0", device=device)   # TINY: levels 4
+    text = run("train_vqvae.py", "--out", str(out), "--stage", "sample", "--temperature", "1.0",
+               "--device", device)                       # its saved settings: no levels
     assert "nearest-neighbour SSIM" in text
-    assert [e for e in events(out) if e["event"] == "report"][-1]["temperature"] == 1.0
+    assert [e for e in events(out) if e["event"] == "sample_quality"][-1]["temperature"] == 1.0
     written = json.load(open(os.path.join(out, "config.json")))
     assert written["prior_levels"] == 0 and written["prior_dropout"] == 0.0
     text = run("generate.py", "--checkpoint", path, "--n", "2", "--out", str(tmp_path / "g"),

@@ -4,13 +4,15 @@ import numpy as np
 import pytest
 
 import nn
+import settings.dcgan
 from models import dcgan
 from train_dcgan import train_step
 
 
 def build(size, width=4, nz=8, seed=0):
     nn.manual_seed(seed)
-    return dcgan.build(dict(image_size=size, nz=nz, ngf=width, ndf=width))
+    return dcgan.init_weights(dcgan.Generator(size, nz, width)), \
+        dcgan.init_weights(dcgan.Discriminator(size, width))
 
 
 @pytest.mark.parametrize("size", [64, 128, 256])
@@ -167,10 +169,14 @@ def test_generate_uses_running_statistics_and_leaves_the_model_unchanged():
 
 def test_sample_from_a_checkpoint_dict_is_seeded():
     G, _ = build(16)
-    checkpoint = {"config": dict(image_size=16, nz=8, ngf=4, ndf=4), "generator": G.state_dict()}
-    a = dcgan.sample(checkpoint, 3, seed=1, device="cpu")
-    b = dcgan.sample(checkpoint, 3, seed=1, device="cpu")
-    c = dcgan.sample(checkpoint, 3, seed=2, device="cpu")
+    checkpoint = {"config": dict(image_size=16, nz=8, ngf=4, ndf=4, dropout=0.4),
+                  "generator_ema": G.state_dict()}
+    a = settings.dcgan.sample(checkpoint, 3, seed=1, device="cpu")
+    b = settings.dcgan.sample(checkpoint, 3, seed=1, device="cpu")
+    c = settings.dcgan.sample(checkpoint, 3, seed=2, device="cpu")
+    with nn.no_grad():
+        z = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+        np.testing.assert_allclose(a, dcgan.generate(G, z), rtol=1e-6)     # G_ema of the dict
     assert a.shape == (3, 1, 16, 16)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)

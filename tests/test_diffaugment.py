@@ -2,14 +2,17 @@
 finite differences (float64, first and second order), against a direct reference with the drawn
 parameters, zero strength as the identity, the same draws for real and fake batches, R1 through
 D(T(x)), and the per-phase gamma."""
+import functools
+
 import numpy as np
 import pytest
 
 import nn
+import settings.stylegan
 from conftest import tensor
 from models import diffaugment as da
 from models import stylegan as sg
-from models.stylegan_losses import discriminator_loss, r1_penalty, scaled_gamma
+from models.stylegan_losses import Loss, discriminator_loss, r1_penalty, scaled_gamma
 
 FIXED = {   # each operation with fixed parameters for a batch of 3 images of 8x8
     "brightness": lambda x: da.brightness(x, np.array([-0.4, 0.1, 0.5])),
@@ -67,8 +70,8 @@ def test_the_penalty_differentiates_with_respect_to_the_unaugmented_reals():
     D = sg.Discriminator(8, fmap_base=8, fmap_max=2, seed=3).double()
     x = np.random.default_rng(4).uniform(-1, 1, (4, 1, 8, 8))
     augment = da.DiffAugment("translation,cutout", np.random.default_rng(5))
-    loss, log = discriminator_loss(D, x, x[::-1].copy(), 8, 1.0, "ns-r1", regularise=True,
-                                   gamma=10.0, augment=augment)
+    loss, log = discriminator_loss(functools.partial(D, resolution=8), x, x[::-1].copy(),
+                                   Loss("ns-r1", gamma=10.0), regularise=True, augment=augment)
     again = da.DiffAugment("translation,cutout", np.random.default_rng(5))
     reals = nn.Tensor(x, requires_grad=True)
     gradient, = nn.grad(D(again(reals), 8).sum(), [reals])
@@ -90,10 +93,11 @@ def test_d_scores_augmented_reals_and_fakes_and_g_gets_gradients_through_them(lo
     def recording(x):
         seen.append(x.data.copy())
         return da.DiffAugment("color,translation,cutout", np.random.default_rng(len(seen)))(x)
-    total, log = discriminator_loss(D, reals, fakes, 8, 1.0, loss, regularise=True,
+    critic = functools.partial(D, resolution=8, alpha=1.0)
+    total, log = discriminator_loss(critic, reals, fakes, Loss(loss), regularise=True,
                                     rng=np.random.default_rng(1), augment=recording)
     assert len(seen) == 2 and np.array_equal(seen[0], reals) and np.array_equal(seen[1], fakes)
-    plain, plain_log = discriminator_loss(D, reals, fakes, 8, 1.0, loss, regularise=True,
+    plain, plain_log = discriminator_loss(critic, reals, fakes, Loss(loss), regularise=True,
                                           rng=np.random.default_rng(1))
     assert total.dtype == np.float32 and float(log["d_loss"]) != float(plain_log["d_loss"])
     assert float(log["penalty"]) > 0
@@ -105,28 +109,28 @@ def test_d_scores_augmented_reals_and_fakes_and_g_gets_gradients_through_them(lo
 def test_a_training_step_augments_reals_and_fakes_for_d_and_the_fakes_again_for_g():
     """train_stylegan.train_step: T(x) and T(G(z)) (detached) in the D step, T(G(z)) with its
     graph back to G in the G step, and R1's gamma scaled at the phase's resolution."""
-    import argparse
     import train_stylegan
-    cfg = argparse.Namespace(image_size=16, z_dim=8, w_dim=8, mapping_layers=2, fmap_base=32,
-                             fmap_max=8, blur=False, batch_size=4, style_mixing=0.9,
-                             loss="ns-r1", reg_every=1, gamma=10.0, gp_weight=10.0, drift=0.001,
-                             lr=1e-3, gamma_scaling="resolution")
-    G, D = sg.build(cfg, seed=0)
-    optimizers = train_stylegan.make_optimizers(G, D, 8, cfg)
+    cfg = settings.stylegan.flags("").parse_args([
+        "--image-size", "16", "--z-dim", "8", "--w-dim", "8", "--mapping-layers", "2",
+        "--fmap-base", "32", "--fmap-max", "8", "--no-blur", "--batch-size", "4",
+        "--loss", "ns-r1", "--reg-every", "1", "--gamma-scaling", "resolution"])
+    G, D = settings.stylegan.build(cfg, seed=0)
+    gan = train_stylegan.make_gan(G, D, cfg, np.random.default_rng(1), np.random.default_rng(2))
+    train_stylegan.start_phase(gan, {}, 8, cfg)
     real = np.random.default_rng(0).uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32)
     seen = []
 
     def recording(x):
         seen.append(x)
         return da.DiffAugment("translation", np.random.default_rng(0))(x)
-    log = train_stylegan.train_step(G, D, optimizers["optimizer_g"], optimizers["optimizer_d"],
-                                    real, 8, 1.0, 0, np.random.default_rng(1), cfg, "cpu",
-                                    recording)
+    gan.augment = recording
+    log = train_stylegan.train_step(gan, real, 8, 1.0, 0)
     assert len(seen) == 3 and np.array_equal(seen[0].data, real)
     assert seen[1].creator is None and seen[2].creator is not None    # detached, then G's graph
     np.testing.assert_array_equal(seen[1].data, seen[2].data)          # the same generated batch
-    assert train_stylegan.r1_gamma(cfg, 8) == 10.0 / 4 and float(log["penalty"]) > 0
-    assert train_stylegan.r1_gamma(argparse.Namespace(gamma=3.0, image_size=16), 8) == 3.0
+    assert gan.loss.gamma == 10.0 / 4 and float(log["penalty"]) > 0   # gamma (8 / 16)^2
+    train_stylegan.start_phase(gan, {}, 16, cfg)
+    assert gan.loss.gamma == 10.0
 
 
 # ---- what each operation does --------------------------------------------------------------------

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from evaluation import embedding
+from evaluation.coverage import squared_distances
 
 
 def two_clusters(rng, n=150, dims=60, gap=6.0):
@@ -14,7 +15,7 @@ def two_clusters(rng, n=150, dims=60, gap=6.0):
 
 
 def nearest_neighbour_accuracy(points, labels):
-    d = embedding.squared_distances(points)
+    d = squared_distances(points, points)
     np.fill_diagonal(d, np.inf)
     return float((labels[d.argmin(axis=1)] == labels).mean())
 
@@ -57,7 +58,7 @@ def test_pca_explained_variance_and_signs(rng, shape):
 
 def test_conditional_probabilities_match_the_perplexity(rng):
     x = rng.standard_normal((120, 5)) * np.array([1, 1, 3, 0.1, 10])
-    p = embedding.conditional_probabilities(embedding.squared_distances(x), perplexity=20.0)
+    p = embedding.conditional_probabilities(squared_distances(x, x), perplexity=20.0)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
     assert np.all(np.diag(p) == 0)
     entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)

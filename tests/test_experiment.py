@@ -209,12 +209,6 @@ def fresh_run_restores_nothing(out, objects):
     return step
 
 
-def test_older_checkpoints_hold_the_generator_state_as_a_dict():
-    a = np.random.default_rng(3)
-    b = np.random.default_rng(4)
-    experiment.load_state(b, a.bit_generator.state)           # what "rng_nn" used to be
-    np.testing.assert_array_equal(b.standard_normal(2), a.standard_normal(2))
-
 # ---- the run: records, epochs, Ctrl-C ---------------------------------------------------------------
 
 def test_a_non_finite_loss_stops_naming_the_first_bad_step_when_the_values_are_read(tmp_path):

@@ -178,7 +178,8 @@ def test_a_dcgan_step_is_read_once_per_read(tmp_path, monkeypatch, device):
     import train_dcgan
     from models import dcgan
     nn.manual_seed(0)
-    G, D = dcgan.build(dict(image_size=16, nz=8, ngf=4, ndf=4, dropout=0.2))
+    G = dcgan.init_weights(dcgan.Generator(16, 8, 4))
+    D = dcgan.init_weights(dcgan.Discriminator(16, 4, dropout=0.2))
     G.to(device)
     D.to(device)
     opt_g, opt_d = nn.optim.Adam(G.parameters(), lr=2e-4), nn.optim.Adam(D.parameters(), lr=2e-4)
@@ -196,12 +197,12 @@ def test_a_dcgan_step_is_read_once_per_read(tmp_path, monkeypatch, device):
 def test_a_vqvae_step_and_a_prior_step_are_read_once_per_read(tmp_path, monkeypatch, device):
     import train_vqvae
     from models import vqvae
-    from models.pixelcnn import bits_per_code
+    from models.pixelcnn import GatedPixelCNN, bits_per_code
     xp = nn.backend.array_module_for(device)
-    config = dict(image_size=16, downsamples=2, channels=8, res_channels=4, res_blocks=1, codes=16,
-                  code_dim=4, beta=0.25, ema=True, prior_channels=4, prior_layers=2)
     nn.manual_seed(0)
-    model, prior = vqvae.build(config)
+    model = vqvae.VQVAE(channels=8, res_channels=4, n_res_blocks=1, downsamples=2, num_codes=16,
+                        code_dim=4)
+    prior = GatedPixelCNN(16, 4, 2, map_size=(4, 4))
     model.to(device)
     prior.to(device)
     optimizer = nn.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -235,25 +236,26 @@ def test_a_vqvae_step_and_a_prior_step_are_read_once_per_read(tmp_path, monkeypa
 
 @pytest.mark.parametrize("loss", ["ns-r1", "wgan-gp"])
 def test_a_stylegan_step_is_read_once_per_read(tmp_path, monkeypatch, device, loss):
-    import argparse
+    import settings.stylegan
     import train_stylegan
     from models import stylegan
-    cfg = argparse.Namespace(image_size=16, z_dim=8, w_dim=8, mapping_layers=2, fmap_base=32,
-                             fmap_max=8, blur=True, batch_size=4, style_mixing=0.9, loss=loss,
-                             reg_every=2, gamma=10.0, gp_weight=10.0, drift=0.001, lr=1e-3)
-    G, D = stylegan.build(cfg, seed=0)
+    cfg = settings.stylegan.flags("").parse_args([
+        "--image-size", "16", "--z-dim", "8", "--w-dim", "8", "--mapping-layers", "2",
+        "--fmap-base", "32", "--fmap-max", "8", "--batch-size", "4", "--loss", loss,
+        "--reg-every", "2"])
+    G, D = settings.stylegan.build(cfg, seed=0)
     G.to(device)
     D.to(device)
-    optimizers = train_stylegan.make_optimizers(G, D, 16, cfg)
+    gan = train_stylegan.make_gan(G, D, cfg, np.random.default_rng(1), np.random.default_rng(2))
+    train_stylegan.start_phase(gan, {}, 16, cfg)
     loader = data.BatchLoader(np.random.default_rng(0).integers(0, 255, (8, 16, 16), np.uint8),
                               4, seed=0, device=device)
-    rng, last_penalty = np.random.default_rng(1), 0.0
+    last_penalty = 0.0
 
     def step(i):
         nonlocal last_penalty
         real = stylegan.fade_real_images(loader.batch(0, i % 2), 16, 0.5)
-        log = train_stylegan.train_step(G, D, optimizers["optimizer_g"], optimizers["optimizer_d"],
-                                        real, 16, 0.5, i, rng, cfg, device)
+        log = train_stylegan.train_step(gan, real, 16, 0.5, i)
         last_penalty = log.setdefault("penalty", last_penalty)
         return log
     step(0)                                                  # the first penalty: now an array

@@ -180,7 +180,8 @@ def test_dcgan_training_steps_equal_with_the_plain_versions(device, rng):
     """Two DCGAN steps (16x16, batch 4, float64) from the same weights: the same losses (1e-10)
     and the same weights, batch-norm statistics and Adam state afterwards (1e-9)."""
     nn.manual_seed(0)
-    G, D = dcgan.build(dict(image_size=16, nz=8, ngf=4, ndf=4))
+    G = dcgan.init_weights(dcgan.Generator(16, 8, 4))
+    D = dcgan.init_weights(dcgan.Discriminator(16, 4))
     real = nn.Tensor(rng.uniform(-1, 1, (4, 1, 16, 16))).to(device)
     zs = [nn.Tensor(rng.standard_normal((4, 8))).to(device) for _ in range(2)]
     results = {}

@@ -1,9 +1,13 @@
 """VQ-VAE: the vector quantiser (lookup, straight-through gradient, losses, EMA, restarts), shapes."""
+import argparse
+
 import numpy as np
 import pytest
 
 import nn
+import settings.vqvae
 from models import vqvae
+from settings.rules import SettingsError
 from models.vqvae import VQVAE, VectorQuantizer, code_counts, perplexity
 
 
@@ -146,19 +150,24 @@ def test_vqvae_shapes_and_dtype(device):
     assert model.decode(codes).shape == (3, 1, 32, 32)
 
 
+TINY = dict(image_size=16, downsamples=2, channels=8, res_channels=4, res_blocks=1, codes=8,
+            code_dim=4, beta=0.25, ema=True, prior_channels=4, prior_layers=2, out="runs/x",
+            prior_levels=0, prior_dropout=0.0)
+
+
 def test_sample_draws_seeded_images_and_needs_a_trained_prior():
-    config = dict(image_size=16, downsamples=2, channels=8, res_channels=4, res_blocks=1, codes=8,
-                  code_dim=4, beta=0.25, ema=True, prior_channels=4, prior_layers=2, out="runs/x")
+    config = dict(TINY)
     nn.manual_seed(0)
-    model, prior = vqvae.build(config)
-    assert vqvae.code_side(config) == 4 and prior.position.shape[2:] == (4, 4)
+    model, prior = settings.vqvae.build(argparse.Namespace(**config))
+    assert settings.vqvae.code_side(argparse.Namespace(**config)) == 4
+    assert prior.position.shape[2:] == (4, 4)
     checkpoint = {"config": config, "vqvae": model.state_dict(), "prior": prior.state_dict(),
                   "prior_steps": 3}
-    a = vqvae.sample(checkpoint, 3, seed=1)
+    a = settings.vqvae.sample(checkpoint, 3, seed=1)
     assert a.shape == (3, 1, 16, 16) and a.dtype == np.float32 and np.abs(a).max() <= 1
-    np.testing.assert_array_equal(a, vqvae.sample(checkpoint, 3, seed=1))
-    assert not np.array_equal(a, vqvae.sample(checkpoint, 3, seed=2))
-    codes = prior.sample(3, (4, 4), temperature=vqvae.TEMPERATURE, seed=1)
+    np.testing.assert_array_equal(a, settings.vqvae.sample(checkpoint, 3, seed=1))
+    assert not np.array_equal(a, settings.vqvae.sample(checkpoint, 3, seed=2))
+    codes = prior.sample(3, (4, 4), temperature=settings.vqvae.TEMPERATURE, seed=1)
     np.testing.assert_allclose(a, np.clip(model.decode(codes).numpy(), -1, 1), atol=1e-6)
     images = np.random.default_rng(0).uniform(-1, 1, (5, 1, 16, 16)).astype(np.float32)
     reconstruction, maps = vqvae.reconstruct(model, images, batch_size=2)
@@ -167,27 +176,24 @@ def test_sample_draws_seeded_images_and_needs_a_trained_prior():
                                atol=1e-6)   # decoded in batches of 2 here, of 5 there
     assert model.training                                # reconstruct restores the mode
     with pytest.raises(nn.CheckpointError, match="no trained prior yet.*--stage prior --out runs/x"):
-        vqvae.sample(dict(checkpoint, prior_steps=0), 3, seed=1)
+        settings.vqvae.sample(dict(checkpoint, prior_steps=0), 3, seed=1)
 
 
 def test_a_conditional_prior_samples_the_level_asked_for_and_refuses_others():
-    """A checkpoint whose config has no prior_levels (saved before the flag) is unconditional
-    (the test above); with levels, --level L draws every map at level L."""
-    config = dict(image_size=16, downsamples=2, channels=8, res_channels=4, res_blocks=1, codes=8,
-                  code_dim=4, beta=0.25, ema=True, prior_channels=4, prior_layers=2, out="runs/x",
-                  prior_levels=3)
+    """With levels, --level L draws every map at level L; an unconditional prior (the test above)
+    refuses --level."""
+    config = dict(TINY, prior_levels=3)
     nn.manual_seed(0)
-    model, prior = vqvae.build(config)
+    model, prior = settings.vqvae.build(argparse.Namespace(**config))
     assert prior.levels == 3
     checkpoint = {"config": config, "vqvae": model.state_dict(), "prior": prior.state_dict(),
                   "prior_steps": 3}
-    a = vqvae.sample(checkpoint, 2, seed=1, level=2)
-    codes = prior.sample(2, (4, 4), temperature=vqvae.TEMPERATURE, seed=1,
+    a = settings.vqvae.sample(checkpoint, 2, seed=1, level=2)
+    codes = prior.sample(2, (4, 4), temperature=settings.vqvae.TEMPERATURE, seed=1,
                          labels=np.array([2, 2]))
     np.testing.assert_allclose(a, np.clip(model.decode(codes).numpy(), -1, 1), atol=1e-6)
     for level, message in ((3, "from 0 .* to 2"), (-1, "from 0"), (1.5, "whole number")):
-        with pytest.raises(vqvae.settings.SettingsError, match=message):
-            vqvae.sample(checkpoint, 2, seed=1, level=level)
-    unconditional = dict(config, prior_levels=0)
-    with pytest.raises(vqvae.settings.SettingsError, match="no slice levels"):
-        vqvae.level_labels(unconditional, 2, 0)
+        with pytest.raises(SettingsError, match=message):
+            settings.vqvae.sample(checkpoint, 2, seed=1, level=level)
+    with pytest.raises(SettingsError, match="no slice levels"):
+        settings.vqvae.level_labels(argparse.Namespace(**TINY), 2, 0)

@@ -1,24 +1,21 @@
-"""The rules a model's settings follow, written once per model as a table.
+"""The rules a setting's value must follow, and the one error every refusal raises.
 
-Each model file lists the settings it accepts in one dict, for example (models/dcgan.py):
+A rule is a function of the value that returns None when the value works, or a short text saying
+what would work. Each flag is declared once, with its rule (settings/dcgan.py and the others):
 
-    SETTINGS = {"image_size": power_of_two(16), "ngf": at_least(1), "lr": above(0), ...}
+    g.add_argument("--ngf", type=int, default=32, rule=at_least(1), help="G width")
 
-and its `check_settings(config)` calls `check(config, SETTINGS)`, then checks the few settings
-that depend on each other (a batch size that must be a multiple of 4, a list whose length depends
-on the image size). A rule is a function of the value that returns None when the value works,
-or a short text saying what would work. The first value that does not work raises SettingsError,
-which names the setting, the value and that text; the scripts print it as one line,
+and experiment.start checks every flag's rule before anything is written (experiment/flags.py:
+check_rules). The first value that does not work raises SettingsError, which names the flag, the
+value and that text; the scripts print it as one line,
 
     error: --image-size 37: use a power of two, at least 16 (16, 32, 64, 128, 256, ...)
 
-and stop with exit code 2 before anything is written. A new flag is one more row of the table.
-Settings missing from `config` (runs saved before the flag existed) are not checked.
+and stop with exit code 2. Rules that tie several settings together (a batch size that must be a
+multiple of 4, a list whose length depends on the image size) are in each model's `check`.
 """
 import math
 import os
-
-FLOAT_BYTES = 4   # float32
 
 class SettingsError(ValueError):
     """A setting a model cannot work with: `name` (e.g. "image_size"), the value, what works."""
@@ -31,17 +28,6 @@ class SettingsError(ValueError):
 def flag(name):
     """The command-line spelling of a setting: "image_size" -> "--image-size"."""
     return "--" + name.replace("_", "-")
-
-
-def check(config, rules):
-    """Raise SettingsError for the first setting of `config` (dict or Namespace) that breaks its
-    rule in `rules` ({name: rule}); settings `config` does not hold are skipped."""
-    values = config if isinstance(config, dict) else vars(config)
-    for name, rule in rules.items():
-        if name in values:
-            need = rule(values[name])
-            if need:
-                raise SettingsError(name, values[name], need)
 
 
 def _is_int(value):
@@ -59,14 +45,6 @@ def at_least(minimum):
     def rule(value):
         if not (_is_int(value) and value >= minimum):
             return f"use a whole number, at least {minimum}"
-    return rule
-
-
-def boolean():
-    """True or False (a switch such as --augment / --no-augment)."""
-    def rule(value):
-        if not isinstance(value, bool):
-            return "use true or false"
     return rule
 
 
@@ -137,21 +115,3 @@ def whole_numbers(text, minimum=1):
     except ValueError:
         return None
     return numbers if all(n >= minimum for n in numbers) else None
-
-
-# ---- memory -------------------------------------------------------------------------------------
-
-def step_bytes(batch, feature_maps, parameters, graph_factor, copies=5):
-    """Estimated memory of one training step, in bytes:
-
-        4 bytes x (graph_factor x batch x feature_maps  +  copies x parameters)
-
-    feature_maps: the elements of every layer's output map for ONE image, summed over the layers
-        of every network the step runs (c x h x w per convolution);
-    graph_factor: how many arrays of that size the step holds at its peak per layer output
-        (the graph keeps several per layer: the convolution, normalisation and activation
-        outputs, the im2col copies, their gradients; networks that run twice count twice),
-        measured once per model with tracemalloc (benchmarks/bench_memory.py);
-    copies: each parameter is held as the weight, its gradient and Adam's two moments (plus a
-        weight average, where the model keeps one)."""
-    return FLOAT_BYTES * (graph_factor * batch * feature_maps + copies * parameters)
