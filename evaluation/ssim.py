@@ -24,8 +24,9 @@ pass along W works on an (H*N, W) matrix and the pass along H on an (H, N*W) mat
 copies.  Everything is float64.  For a pair only the cross term G*(xy) is new: the moments of
 each image are filtered once and reused against every partner.
 
-Every pair costs a filtering of the whole image, so for large sets at full resolution pass
-max_real to generation_report (timings in benchmarks/README.md).
+Every pair costs a filtering of the whole image, so for large sets at full resolution the run's
+scores compare with at most --metrics-real training images (evaluation/comparison.py; timings in
+benchmarks/README.md).
 
 Generated images are judged with
 - nearest-neighbour SSIM (the course metric): the best SSIM of each sample against all real images;
@@ -253,34 +254,3 @@ def pairwise_ssim(images, data_range=2.0, max_pairs=None, seed=0):
     ranks = np.random.default_rng(seed).choice(n_pairs, size=int(max_pairs), replace=False)
     i, j = _pair_from_rank(np.sort(ranks), n)
     return float(ssim_batch(images[i], images[j], data_range).mean())
-
-
-def generation_report(samples, real, data_range=2.0, max_real=None, seed=0, max_pairs=5000):
-    """Nearest-neighbour SSIM and diversity of generated samples, as a dict of plain numbers.
-
-    max_real: compare against a seeded random subset of that many real images (big data sets).
-    Pairwise SSIM uses at most max_pairs random pairs in each set.
-    """
-    samples, real = as_image_stack(samples, "samples"), as_image_stack(real, "real")
-    if max_real is not None and max_real < len(real):
-        keep = np.random.default_rng(seed).choice(len(real), size=int(max_real), replace=False)
-        real = real[np.sort(keep)]
-    nn_scores = nearest_neighbour_ssim(samples, real, data_range)
-    return {
-        "nn_ssim_mean": float(nn_scores.mean()),
-        "nn_ssim_std": float(nn_scores.std()),
-        "pairwise_ssim_samples": pairwise_ssim(samples, data_range, max_pairs, seed)
-        if len(samples) > 1 else float("nan"),
-        "pairwise_ssim_real": pairwise_ssim(real, data_range, max_pairs, seed)
-        if len(real) > 1 else float("nan"),
-        "n_samples": int(len(samples)),
-        "n_real": int(len(real)),
-    }
-
-
-def print_report(report):
-    """Print a generation_report as the one line every script ends with."""
-    print(f"nearest-neighbour SSIM {report['nn_ssim_mean']:.3f} +- {report['nn_ssim_std']:.3f} "
-          f"against {report['n_real']} real images (course target >= 0.6); pairwise SSIM among "
-          f"samples {report['pairwise_ssim_samples']:.3f} vs among real images "
-          f"{report['pairwise_ssim_real']:.3f} (much higher = mode collapse)", flush=True)
