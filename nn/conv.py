@@ -25,7 +25,7 @@ A. im2col, in blocks (conv2d forward and weight gradient; any stride). Copy the 
        y[(n, i, j), o] = cols @ Wmat,          Wmat[(ky, kx, c), o] = W[o, c, ky, kx]
        gW[o, (ky, kx, c)] = gy.T @ cols        (gy as a (pixels, O) matrix)
 
-   The columns are built for about BLOCK_BYTES of them at a time (several images, or a band of
+   The columns are built for about BLOCK_PIXELS of them at a time (several images, or a band of
    rows of one image) into one reused buffer, and each block is multiplied at once, while it is
    still in the CPU's cache: the copy then costs a fraction of a round trip through memory.
 
@@ -76,8 +76,8 @@ from .backend import get_array_module
 from .tensor import Function
 from .arguments import int_pair
 
-BLOCK_BYTES = 1 << 20       # CPU: columns are built and used about this many bytes at a time
-GATHER_MAX_WASTE = 1.15     # strided input gradients gather when the phase grid wastes <= 15%
+BLOCK_PIXELS = 1024         # CPU: columns are built and used for about this many pixels at a time
+FLOPS_PER_FLOAT_COPIED = 30   # what copying one float costs, in multiply-adds' time (route B or C)
 
 
 # ---- layout helpers (raw numpy/cupy arrays) --------------------------------------------------------
@@ -112,16 +112,33 @@ def _rows(a, where):
     return a[where].reshape(-1, a.shape[-1])
 
 
+class _SumOfProducts:
+    """total = sum of a @ b over the blocks: the first product is the total, the others go
+    through one scratch array (no allocation per block)."""
+
+    def __init__(self):
+        self.total = self.scratch = None
+
+    def add(self, a, b):
+        xp = get_array_module(a)
+        if self.total is None:
+            self.total = xp.matmul(a, b)
+        else:
+            if self.scratch is None:
+                self.scratch = xp.empty_like(self.total)
+            self.total += xp.matmul(a, b, out=self.scratch)
+
+
 # ---- columns, built block by block ----------------------------------------------------------------
 
-def _blocks(n, h, row_bytes, xp):
-    """Split n images of h output rows into blocks of about BLOCK_BYTES of columns: several whole
+def _blocks(n, h, w, xp):
+    """Split n images of h x w output pixels into blocks of about BLOCK_PIXELS: several whole
     images, or a band of rows of one image. Yields (images, rows) slice pairs; a block's pixels
     are then contiguous in every (N, H, W, C) array. On the GPU one block: fewer, larger calls."""
     if xp is not np:
         yield slice(0, n), slice(0, h)
         return
-    rows = max(1, BLOCK_BYTES // row_bytes)
+    rows = max(1, BLOCK_PIXELS // w)
     if rows >= h:
         images = rows // h
         for i in range(0, n, images):
@@ -149,7 +166,7 @@ def _column_blocks(x, kernel, stride, out_size):
     windows = xp.lib.stride_tricks.as_strided(
         x, shape=(n, ho, wo, kh, kw, c), strides=(s_n, sh * s_h, sw * s_w, s_h, s_w, s_c))
     buffer = None
-    for where in _blocks(n, ho, wo * depth * x.itemsize, xp):
+    for where in _blocks(n, ho, wo, xp):
         block = windows[where]
         if buffer is None:                                  # the first block is the largest
             buffer = xp.empty(block.size, dtype=x.dtype)
@@ -171,17 +188,15 @@ def _conv2d_nhwc(x, weight, stride, padding, b=None):
     (ph, pw), n = padding, x.shape[0]
     ho, wo = _conv_out_size(x.shape[1:3], (kh, kw), stride, padding)
     x_pad = _extend(x, (ph, ph), (pw, pw))
-    w_mat = weight.transpose(2, 3, 1, 0).reshape(-1, o)    # a small copy
+    w_mat = weight.transpose(0, 2, 3, 1).reshape(o, -1).T   # a small copy, read transposed
     y = xp.empty((n, ho, wo, o), dtype=x.dtype)
     if b is not None:
-        b = xp.ascontiguousarray(b)
-        gw = xp.zeros((b.shape[3], kh * kw * c), dtype=x.dtype)
-        part = xp.empty_like(gw)
+        b, gw = xp.ascontiguousarray(b), _SumOfProducts()
     for where, cols in _column_blocks(x_pad, (kh, kw), stride, (ho, wo)):
         xp.matmul(cols, w_mat, out=_rows(y, where))
         if b is not None:
-            gw += xp.matmul(_rows(b, where).T, cols, out=part)
-    return y if b is None else (y, _from_columns_order(gw, (kh, kw)))
+            gw.add(_rows(b, where).T, cols)
+    return y if b is None else (y, _from_columns_order(gw.total, (kh, kw)))
 
 
 def _weight_grad_nhwc(x, gy, kernel, stride, padding):
@@ -190,11 +205,10 @@ def _weight_grad_nhwc(x, gy, kernel, stride, padding):
     xp = get_array_module(x)
     (ph, pw), gy = padding, xp.ascontiguousarray(gy)
     x_pad = _extend(x, (ph, ph), (pw, pw))
-    gw = xp.zeros((gy.shape[3], kernel[0] * kernel[1] * x.shape[3]), dtype=x.dtype)
-    part = xp.empty_like(gw)
+    gw = _SumOfProducts()
     for where, cols in _column_blocks(x_pad, kernel, stride, gy.shape[1:3]):
-        gw += xp.matmul(_rows(gy, where).T, cols, out=part)
-    return _from_columns_order(gw, kernel)
+        gw.add(_rows(gy, where).T, cols)
+    return _from_columns_order(gw.total, kernel)
 
 
 def _from_columns_order(gw, kernel):
@@ -219,13 +233,24 @@ def _from_columns_order(gw, kernel):
 # itself. The grid covers u = ph//sh .. ceil((ph + H)/sh) - 1, the rows that hold input pixels;
 # when ph is not a multiple of sh, its first and last rows are half padding (computed, dropped).
 
-def _uses_gather(in_size, out_size, kernel, stride, padding):
-    """Gather when the kernel is a multiple of the stride and the columns on the phase grid hold
-    at most GATHER_MAX_WASTE times the products of scattering: grid pixels / gy pixels."""
-    if any(k % s for k, s in zip(kernel, stride)):
+def _uses_gather(in_size, out_size, weight_shape, stride, padding, with_weight_grad=False):
+    """Route B or C for conv2d's input gradient (= conv_transpose2d), by their estimated cost per
+    pixel of gy, in multiply-adds (a float copied costs FLOPS_PER_FLOAT_COPIED of them):
+
+        B: waste * (products + copied * (2*th*tw*O + sh*sw*C [+ sh*sw*C for X]))
+        C: products + copied * (4*kh*kw*C [+ 2*kh*kw*C for the im2col of the weight gradient])
+
+    waste = phase-grid pixels / gy pixels; products = kh*kw*C*O. B needs kh % sh == kw % sw == 0.
+    """
+    o, c, kh, kw = weight_shape
+    (sh, sw), (u0, u1), (v0, v1) = stride, *_phase_grid(in_size, stride, padding)
+    if kh % sh or kw % sw:
         return False
-    (u0, u1), (v0, v1) = _phase_grid(in_size, stride, padding)
-    return (u1 - u0) * (v1 - v0) <= GATHER_MAX_WASTE * out_size[0] * out_size[1]
+    waste = (u1 - u0) * (v1 - v0) / (out_size[0] * out_size[1])
+    phases, taps, extra = sh * sw, kh * kw // (sh * sw), int(with_weight_grad)
+    gather = waste * (kh * kw * c * o + FLOPS_PER_FLOAT_COPIED * (2 * taps * o + (1 + extra) * phases * c))
+    scatter = kh * kw * c * o + FLOPS_PER_FLOAT_COPIED * (4 + 2 * extra) * kh * kw * c
+    return gather <= scatter
 
 
 def _phase_grid(in_size, stride, padding):
@@ -302,9 +327,7 @@ def _gather_input_grad(gy, weight, stride, padding, in_size, x=None):
     gx = xp.empty((gy.shape[0], *in_size, c), dtype=gy.dtype)
     strided, phases = stride != (1, 1), None
     if x is not None:
-        x_grid = _x_on_phase_grid(x, stride, padding, grid)
-        gw = xp.zeros(w_phase.shape, dtype=gy.dtype)
-        part = xp.empty_like(gw)
+        x_grid, gw = _x_on_phase_grid(x, stride, padding, grid), _SumOfProducts()
     t = (kh // stride[0], kw // stride[1])
     for where, cols in _column_blocks(gy_ext, t, (1, 1), (u1 - u0, v1 - v0)):
         if strided:
@@ -315,10 +338,10 @@ def _gather_input_grad(gy, weight, stride, padding, in_size, x=None):
         else:
             xp.matmul(cols, w_phase, out=_rows(gx, where))
         if x is not None:
-            gw += xp.matmul(cols.T, _rows(x_grid, where), out=part)
+            gw.add(cols.T, _rows(x_grid, where))
     if x is None:
         return gx
-    return gx, _from_phase_weights(gw, weight.shape, stride)
+    return gx, _from_phase_weights(gw.total, weight.shape, stride)
 
 
 # ---- route C: conv_transpose2d by scattering (col2im), for any stride --------------------------------
@@ -343,7 +366,7 @@ def _scatter_conv_transpose(x, weight, stride, padding, out_size):
 def _conv_transpose2d_nhwc(x, weight, stride, padding, out_size):
     """conv_transpose2d(x, W): gathered when the kernel is a multiple of the stride and the
     phase grid wastes little, scattered otherwise. x NHWC, W (C_in, C_out, kh, kw)."""
-    if _uses_gather(out_size, x.shape[1:3], weight.shape[2:], stride, padding):
+    if _uses_gather(out_size, x.shape[1:3], weight.shape, stride, padding):
         # conv_transpose2d(x, W) is the input gradient of a conv2d with weight W (O=C_in, C=C_out)
         return _gather_input_grad(x, weight, stride, padding, out_size)
     return _scatter_conv_transpose(x, weight, stride, padding, out_size)
@@ -378,7 +401,8 @@ class Conv2d(Function):
         x, weight = self.inputs
         kernel, args = weight.shape[2:], (self.stride, self.padding)
         need_x, need_w = self.needs_input_grad
-        if need_x and need_w and _uses_gather(x.shape[2:], gy.shape[2:], kernel, *args):
+        if need_x and need_w and _uses_gather(x.shape[2:], gy.shape[2:], weight.shape, *args,
+                                              with_weight_grad=True):
             return Conv2dGradients(*args)(x, gy, weight)
         gx = gw = None
         if need_x:
