@@ -77,7 +77,7 @@ from .tensor import Function
 from .arguments import int_pair
 
 BLOCK_PIXELS = 1024         # CPU: columns are built and used for about this many pixels at a time
-FLOPS_PER_FLOAT_COPIED = 30   # what copying one float costs, in multiply-adds' time (route B or C)
+FLOPS_PER_FLOAT_COPIED = 12   # a float copied costs about as much time as 12 multiply-adds
 
 
 # ---- layout helpers (raw numpy/cupy arrays) --------------------------------------------------------
