@@ -39,10 +39,10 @@ B. Gathering on the phase grid (conv2d's input gradient = conv_transpose2d; kern
        gWph = cols.T @ X,          X[(n, u, v), (py, px, c)] = x_pad[n, c, s*u + py, s*v + px]
 
    Wph[(ty', tx', o), (py, px, c)] = W[o, c, s*(th-1-ty') + py, s*(tw-1-tx') + px]. With stride
-   1 this is the familiar "gx is a conv2d of gy with the flipped kernel", X is x itself, and gx
-   and gW come from one set of columns (Conv2dGradients). A strided grid has an extra row and
-   column of half-padding when p is not a multiple of s; gathering is used while the grid holds
-   at most GATHER_MAX_WASTE times gy's pixels.
+   1 this is the familiar "gx is a conv2d of gy with the flipped kernel" and X is x itself. gx
+   and gW come from one set of columns (Conv2dGradients), built in blocks as in A. A strided
+   grid has an extra row and column of half-padding when p is not a multiple of s: those
+   products are wasted, (H/s + 1)^2 / (H/s)^2 of the useful ones.
 
 C. Scattering (conv_transpose2d otherwise: kernel not a multiple of the stride, or an output
    much larger than its input, like DCGAN's 1x1 -> 4x4). One product P = x @ Wmat gives each
@@ -52,13 +52,34 @@ C. Scattering (conv_transpose2d otherwise: kernel not a multiple of the stride, 
 
 Which shapes take which route (forward, then the backward of both gradients):
 
-    PLACEHOLDER_TABLE
+    | shapes (benchmarks/bench_conv.py)       | forward | backward (gx and gW) | why |
+    | --- | --- | --- | --- |
+    | conv2d 3x3 stride 1 "same", any width   | A | B: gx, gW from one | no waste at stride 1; |
+    |   (StyleGAN, VQ-VAE, prior: S64-W64b)   |   |   set of columns   |   columns serve twice |
+    | conv2d 4x4 s2 at 32x32 (DCGAN D2)       | A | B | grid wastes 13%, C copies 4x more |
+    | conv2d 4x4 s2 at 16x16, 8x8 (D3, D4)    | A | C (gx) + A (gW) | grid wastes 27%, 56% of the |
+    |                                         |   |                 |   products; copies are cheap |
+    | conv2d 1 -> 32/64 channels (D1)         | A | C + A | columns of gy (4*O per pixel) |
+    |                                         |   |       |   cost more than C's 16*C     |
+    | conv2d 4x4 -> 1x1 to one channel (D5)   | A | B | gy's columns are 16 floats a pixel |
+    | conv_transpose2d 1x1 -> 4x4 (DCGAN G1)  | C | A, one im2col of gy | B: 16x the products |
+    | conv_transpose2d 4x4 s2 to 8, 16 (G2-3) | C | A, one im2col of gy | grid wastes 56%, 27% |
+    | conv_transpose2d 4x4 s2 to 32 (G4)      | B | A, one im2col of gy | grid wastes 13% |
+    | conv_transpose2d to one channel (G5)    | C | A, one im2col of gy | like D1 |
+    | kernel not a multiple of the stride     | A | C + A | B needs s to divide k |
+
+    B or C is chosen per call by `_uses_gather`, an estimate of both costs (products plus floats
+    copied, FLOPS_PER_FLOAT_COPIED apart); the rows above are what it picks. conv_transpose2d's
+    backward with both gradients is conv2d(gy, W) and its weight gradient, one im2col of gy for
+    both (ConvTranspose2dGradients). A backward wanting one gradient (a penalty's d D / d x) runs
+    that one alone: ConvTranspose2d (B or C) or Conv2dWeightGrad (A).
 
 Gradients, each written with these same differentiable ops so that double backprop works:
 
     conv2d:            gx = conv_transpose2d(gy, W)   gW = conv2d_weight_grad(x, gy)
     conv_transpose2d:  gx = conv2d(gy, W)             gW = conv2d_weight_grad(gy, x)
-    conv2d_weight_grad(x, gy) = gW[o, c, ky, kx] = sum_{n,i,j} gy[n, o, i, j] x_pad[n, c, i*s+ky, j*s+kx]
+    conv2d_weight_grad(x, gy):
+        gW[o, c, ky, kx] = sum_{n,i,j} gy[n, o, i, j] * x_pad[n, c, i*s + ky, j*s + kx]
 
 Why the arrays are channels-last (NHWC) inside: on a CPU the time goes into memory traffic. With
 channels-last memory the window of an output pixel is kh runs of kw*C consecutive floats, and all
@@ -76,11 +97,11 @@ from .backend import get_array_module
 from .tensor import Function
 from .arguments import int_pair
 
-BLOCK_PIXELS = 1024         # CPU: columns are built and used for about this many pixels at a time
-FLOPS_PER_FLOAT_COPIED = 12   # a float copied costs about as much time as 12 multiply-adds
+BLOCK_PIXELS = 1024         # CPU: columns are built and used about this many pixels at a time
+FLOPS_PER_FLOAT_COPIED = 12  # a float copied costs about the time of 12 multiply-adds
 
 
-# ---- layout helpers (raw numpy/cupy arrays) --------------------------------------------------------
+# ---- layout helpers (raw numpy/cupy arrays) 
 
 def _nhwc(x):
     """(N, C, H, W) -> (N, H, W, C): a view, contiguous when the memory is channels-last."""
@@ -129,7 +150,7 @@ class _SumOfProducts:
             self.total += xp.matmul(a, b, out=self.scratch)
 
 
-# ---- columns, built block by block ----------------------------------------------------------------
+# ---- columns, built block by block 
 
 def _blocks(n, h, w, xp):
     """Split n images of h x w output pixels into blocks of about BLOCK_PIXELS: several whole
@@ -175,7 +196,7 @@ def _column_blocks(x, kernel, stride, out_size):
         yield where, cols.reshape(-1, depth)
 
 
-# ---- route A: conv2d forward and weight gradient, im2col (any stride) -----------------------------
+# ---- route A: conv2d forward and weight gradient, im2col (any stride) 
 
 def _conv2d_nhwc(x, weight, stride, padding, b=None):
     """y[(n, i, j), o] = cols @ Wmat,   Wmat[(ky, kx, c), o] = W[o, c, ky, kx].   x, y: NHWC.
@@ -217,7 +238,7 @@ def _from_columns_order(gw, kernel):
     return get_array_module(gw).ascontiguousarray(gw.transpose(0, 3, 1, 2))
 
 
-# ---- route B: conv2d input gradient (conv_transpose2d) by gathering, when kh % sh == kw % sw == 0 --
+# ---- route B: conv2d input gradient (conv_transpose2d) by gathering, when kh % sh == kw % sw == 0 
 #
 # Kernel row ky = sh*ty + py splits the padded input rows into sh phases py. In phase py, input row
 # sh*u + py receives from output rows i = u - ty, ty = 0 .. th-1 (th = kh/sh): a stride-1 th x tw
@@ -248,7 +269,8 @@ def _uses_gather(in_size, out_size, weight_shape, stride, padding, with_weight_g
         return False
     waste = (u1 - u0) * (v1 - v0) / (out_size[0] * out_size[1])
     phases, taps, extra = sh * sw, kh * kw // (sh * sw), int(with_weight_grad)
-    gather = waste * (kh * kw * c * o + FLOPS_PER_FLOAT_COPIED * (2 * taps * o + (1 + extra) * phases * c))
+    copied = 2 * taps * o + (1 + extra) * phases * c
+    gather = waste * (kh * kw * c * o + FLOPS_PER_FLOAT_COPIED * copied)
     scatter = kh * kw * c * o + FLOPS_PER_FLOAT_COPIED * (4 + 2 * extra) * kh * kw * c
     return gather <= scatter
 
@@ -344,7 +366,7 @@ def _gather_input_grad(gy, weight, stride, padding, in_size, x=None):
     return gx, _from_phase_weights(gw.total, weight.shape, stride)
 
 
-# ---- route C: conv_transpose2d by scattering (col2im), for any stride --------------------------------
+# ---- route C: conv_transpose2d by scattering (col2im), for any stride 
 
 def _scatter_conv_transpose(x, weight, stride, padding, out_size):
     """out[n, i*sh + ky - ph, j*sw + kx - pw, o] += (x_rows @ Wmat)[(n, i, j), (ky, kx, o)],
