@@ -96,13 +96,6 @@ def output_size(transposed, size, k, s, p):
     return (size - 1) * s - 2 * p + k if transposed else (size + 2 * p - k) // s + 1
 
 
-def forward_flops(layer):
-    """2 * multiply-adds of the forward pass; backward (input + weight grad) costs twice that."""
-    pixels = layer.size if layer.transposed else output_size(False, layer.size, layer.k, layer.s,
-                                                             layer.p)   # where the sum is "dense"
-    return 2 * layer.batch * pixels * pixels * layer.cin * layer.cout * layer.k * layer.k
-
-
 def channels_last(xp, shape, rng):
     """A float32 NCHW array whose memory is NHWC (like a conv output)."""
     n, c, h, w = shape

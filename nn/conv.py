@@ -97,7 +97,8 @@ from .backend import get_array_module
 from .tensor import Function
 from .arguments import int_pair
 
-BLOCK_PIXELS = 1024         # CPU: columns are built and used about this many pixels at a time
+BLOCK_PIXELS = 1024         # CPU: columns are built and used about this many pixels at a time,
+BLOCK_BYTES = 1 << 18       #      or more when they take fewer bytes than this (narrow layers)
 FLOPS_PER_FLOAT_COPIED = 12  # a float copied costs about the time of 12 multiply-adds
 
 
@@ -152,14 +153,15 @@ class _SumOfProducts:
 
 # ---- columns, built block by block 
 
-def _blocks(n, h, w, xp):
-    """Split n images of h x w output pixels into blocks of about BLOCK_PIXELS: several whole
-    images, or a band of rows of one image. Yields (images, rows) slice pairs; a block's pixels
-    are then contiguous in every (N, H, W, C) array. On the GPU one block: fewer, larger calls."""
+def _blocks(n, h, w, xp, pixel_bytes=0):
+    """Split n images of h x w output pixels into blocks of about BLOCK_PIXELS, or more pixels
+    when their columns (pixel_bytes each) would take less than BLOCK_BYTES: several whole images,
+    or a band of rows of one image. Yields (images, rows) slice pairs; a block's pixels are then
+    contiguous in every (N, H, W, C) array. On the GPU one block: fewer, larger calls."""
     if xp is not np:
         yield slice(0, n), slice(0, h)
         return
-    rows = max(1, BLOCK_PIXELS // w)
+    rows = max(1, max(BLOCK_PIXELS, BLOCK_BYTES // max(pixel_bytes, 1)) // w)
     if rows >= h:
         images = rows // h
         for i in range(0, n, images):
@@ -187,7 +189,7 @@ def _column_blocks(x, kernel, stride, out_size):
     windows = xp.lib.stride_tricks.as_strided(
         x, shape=(n, ho, wo, kh, kw, c), strides=(s_n, sh * s_h, sw * s_w, s_h, s_w, s_c))
     buffer = None
-    for where in _blocks(n, ho, wo, xp):
+    for where in _blocks(n, ho, wo, xp, depth * x.itemsize):
         block = windows[where]
         if buffer is None:                                  # the first block is the largest
             buffer = xp.empty(block.size, dtype=x.dtype)
