@@ -8,7 +8,8 @@
 While the block runs, tensor.py hands every Function call (in Function.__call__) and every
 backward call of the backward loop to `Profile.time`, which runs it between two clock readings.
 A call made inside a timed call counts toward the outer one: Conv2d's backward computes its
-gradients with a ConvTranspose2d and a Conv2dWeightGrad, and that time is Conv2d's backward time.
+gradients with a Conv2dGradients (or a ConvTranspose2d and a Conv2dWeightGrad), and that time is
+Conv2d's backward time.
 So no moment is counted twice, and what the Functions do not cover (Python between ops, the
 optimizer's step, data) is the line "outside Functions": the table adds up to the block's wall
 time. Counts follow the same rule: "calls" are the calls made outside any other timed call. The

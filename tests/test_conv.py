@@ -218,7 +218,14 @@ def test_mixed_devices_are_an_error():
 @pytest.mark.parametrize("dtype,tolerance", [(np.float64, 1e-10), (np.float32, 1e-4)])
 @pytest.mark.parametrize("case,transpose", ALL_CASES, ids=IDS)
 def test_matches_pytorch(case, transpose, dtype, tolerance, device, rng):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
+    assert_matches_pytorch(case, transpose, dtype, tolerance, device, rng)
+
+
+def assert_matches_pytorch(case, transpose, dtype, tolerance, device, rng):
+    """Output and the gradients of x, W and b for a random upstream gradient agree with PyTorch
+    (tests/test_conv_routes.py runs it with each route forced)."""
+    import torch
     x, w, b = make_inputs(case, transpose, device, rng, dtype=dtype)
     y = run(case, transpose, x, w, b)
     upstream = rng.standard_normal(y.shape).astype(dtype)
@@ -233,6 +240,6 @@ def test_matches_pytorch(case, transpose, dtype, tolerance, device, rng):
     ty.backward(torch.tensor(upstream))
     for ours, theirs in [(y, ty), (x.grad, tx.grad), (w.grad, tw.grad), (b.grad, tb.grad)]:
         theirs = theirs.detach().numpy()
-        assert ours.dtype == dtype
+        assert ours.dtype == dtype and ours.shape == theirs.shape
         scale = max(1.0, float(np.abs(theirs).max()))
         np.testing.assert_allclose(to_numpy(ours.data), theirs, rtol=0, atol=tolerance * scale)

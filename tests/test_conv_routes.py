@@ -9,7 +9,7 @@ import pytest
 import nn
 import nn.conv
 from nn.tensor import topological_order
-from test_conv import make_inputs
+from test_conv import assert_matches_pytorch, make_inputs, run
 
 # conv2d: (N, C_in, C_out, H, W, kh, kw, stride, padding)
 CONV = [
@@ -54,13 +54,6 @@ def route(request, monkeypatch):
             return False
     monkeypatch.setattr(nn.conv, "_uses_gather", gather)
     return name
-
-
-def run(case, transpose, x, w, b):
-    if transpose:
-        return nn.conv.conv_transpose2d(x, w, b, stride=case[7], padding=case[8],
-                                        output_padding=case[9])
-    return nn.conv.conv2d(x, w, b, stride=case[7], padding=case[8])
 
 
 def everything(case, transpose, x, w, b, upstream):
@@ -117,23 +110,8 @@ def test_one_gradient_alone_second_order(case, transpose, needed, route, device,
 @pytest.mark.parametrize("dtype,tolerance", [(np.float64, 1e-10), (np.float32, 1e-4)])
 @pytest.mark.parametrize("case,transpose", CASES, ids=IDS)
 def test_route_matches_pytorch(case, transpose, dtype, tolerance, route, device, rng):
-    torch = pytest.importorskip("torch")
-    x, w, b = make_inputs(case, transpose, device, rng, dtype=dtype)
-    y = run(case, transpose, x, w, b)
-    upstream = rng.standard_normal(y.shape).astype(dtype)
-    gx, gw, gb = nn.grad(y, [x, w, b], nn.Tensor(upstream).to(device))
-    tx, tw, tb = (torch.tensor(t.numpy(), requires_grad=True) for t in (x, w, b))
-    if transpose:
-        ty = torch.nn.functional.conv_transpose2d(tx, tw, tb, stride=case[7], padding=case[8],
-                                                  output_padding=case[9])
-    else:
-        ty = torch.nn.functional.conv2d(tx, tw, tb, stride=case[7], padding=case[8])
-    expected = torch.autograd.grad(ty, [tx, tw, tb], torch.tensor(upstream))
-    for ours, theirs in zip([y, gx, gw, gb], [ty, *expected]):
-        theirs = theirs.detach().numpy()
-        assert ours.dtype == dtype and ours.shape == theirs.shape
-        scale = max(1.0, float(np.abs(theirs).max()))
-        np.testing.assert_allclose(ours.numpy(), theirs, rtol=0, atol=tolerance * scale)
+    pytest.importorskip("torch")
+    assert_matches_pytorch(case, transpose, dtype, tolerance, device, rng)
 
 
 @pytest.mark.parametrize("case,transpose", [CASES[1], CASES[4], CASES[len(CONV)]],
