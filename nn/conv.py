@@ -102,7 +102,7 @@ BLOCK_BYTES = 1 << 18       #      or more when they take fewer bytes than this 
 FLOPS_PER_FLOAT_COPIED = 12  # a float copied costs about the time of 12 multiply-adds
 
 
-# ---- layout helpers (raw numpy/cupy arrays) 
+# ---- layout helpers (raw numpy/cupy arrays) -----------------------------------------------------
 
 def _nhwc(x):
     """(N, C, H, W) -> (N, H, W, C): a view, contiguous when the memory is channels-last."""
@@ -116,7 +116,7 @@ def _nchw(x):
 
 def _extend(x, rows, cols):
     """x (N, H, W, C) with rows = (top, bottom) and cols = (left, right) added: zeros where the
-    amount is positive, cropped where it is negative. x itself when nothing is added."""
+    amount is positive, cropped where it is negative. A view of x when nothing is added."""
     (top, bottom), (left, right) = rows, cols
     n, h, w, c = x.shape
     x = x[:, max(-top, 0):h - max(-bottom, 0), max(-left, 0):w - max(-right, 0)]
@@ -130,7 +130,8 @@ def _extend(x, rows, cols):
 
 
 def _rows(a, where):
-    """The pixels of block `where` of a contiguous (N, H, W, C) array as a (pixels, C) view."""
+    """The pixels of block `where` of an (N, H, W, C) array as a (pixels, C) matrix: a view when
+    the array is contiguous, as every output this module allocates and writes with out= is."""
     return a[where].reshape(-1, a.shape[-1])
 
 
@@ -151,7 +152,7 @@ class _SumOfProducts:
             self.total += xp.matmul(a, b, out=self.scratch)
 
 
-# ---- columns, built block by block 
+# ---- columns, built block by block --------------------------------------------------------------
 
 def _blocks(n, h, w, xp, pixel_bytes=0):
     """Split n images of h x w output pixels into blocks of about BLOCK_PIXELS, or more pixels
@@ -198,7 +199,7 @@ def _column_blocks(x, kernel, stride, out_size):
         yield where, cols.reshape(-1, depth)
 
 
-# ---- route A: conv2d forward and weight gradient, im2col (any stride) 
+# ---- route A: conv2d forward and weight gradient, im2col (any stride) ---------------------------
 
 def _conv2d_nhwc(x, weight, stride, padding, b=None):
     """y[(n, i, j), o] = cols @ Wmat,   Wmat[(ky, kx, c), o] = W[o, c, ky, kx].   x, y: NHWC.
@@ -240,7 +241,7 @@ def _from_columns_order(gw, kernel):
     return get_array_module(gw).ascontiguousarray(gw.transpose(0, 3, 1, 2))
 
 
-# ---- route B: conv2d input gradient (conv_transpose2d) by gathering, when kh % sh == kw % sw == 0 
+# ---- route B: conv2d input gradient (conv_transpose2d) by gathering, kh % sh == kw % sw == 0 ----
 #
 # Kernel row ky = sh*ty + py splits the padded input rows into sh phases py. In phase py, input row
 # sh*u + py receives from output rows i = u - ty, ty = 0 .. th-1 (th = kh/sh): a stride-1 th x tw
@@ -258,12 +259,13 @@ def _from_columns_order(gw, kernel):
 
 def _uses_gather(in_size, out_size, weight_shape, stride, padding, with_weight_grad=False):
     """Route B or C for conv2d's input gradient (= conv_transpose2d), by their estimated cost per
-    pixel of gy, in multiply-adds (a float copied costs FLOPS_PER_FLOAT_COPIED of them):
+    pixel of gy in multiply-adds, F = FLOPS_PER_FLOAT_COPIED for each float copied:
 
-        B: waste * (products + copied * (2*th*tw*O + sh*sw*C [+ sh*sw*C for X]))
-        C: products + copied * (4*kh*kw*C [+ 2*kh*kw*C for the im2col of the weight gradient])
+        B: waste * (kh*kw*C*O + F * (2*th*tw*O + sh*sw*C [+ sh*sw*C for X]))
+        C: kh*kw*C*O + F * (4*kh*kw*C [+ 2*kh*kw*C for the im2col of the weight gradient])
 
-    waste = phase-grid pixels / gy pixels; products = kh*kw*C*O. B needs kh % sh == kw % sw == 0.
+    waste = phase-grid pixels / gy pixels; [...] when the weight gradient comes along. B needs
+    kh % sh == kw % sw == 0.
     """
     o, c, kh, kw = weight_shape
     (sh, sw), (u0, u1), (v0, v1) = stride, *_phase_grid(in_size, stride, padding)
@@ -368,7 +370,7 @@ def _gather_input_grad(gy, weight, stride, padding, in_size, x=None):
     return gx, _from_phase_weights(gw.total, weight.shape, stride)
 
 
-# ---- route C: conv_transpose2d by scattering (col2im), for any stride 
+# ---- route C: conv_transpose2d by scattering (col2im), for any stride ---------------------------
 
 def _scatter_conv_transpose(x, weight, stride, padding, out_size):
     """out[n, i*sh + ky - ph, j*sw + kx - pw, o] += (x_rows @ Wmat)[(n, i, j), (ky, kx, o)],
@@ -388,15 +390,15 @@ def _scatter_conv_transpose(x, weight, stride, padding, out_size):
 
 
 def _conv_transpose2d_nhwc(x, weight, stride, padding, out_size):
-    """conv_transpose2d(x, W): gathered when the kernel is a multiple of the stride and the
-    phase grid wastes little, scattered otherwise. x NHWC, W (C_in, C_out, kh, kw)."""
+    """conv_transpose2d(x, W): gathered (route B) where _uses_gather estimates it cheaper,
+    scattered (route C) otherwise. x NHWC, W (C_in, C_out, kh, kw)."""
     if _uses_gather(out_size, x.shape[1:3], weight.shape, stride, padding):
         # conv_transpose2d(x, W) is the input gradient of a conv2d with weight W (O=C_in, C=C_out)
         return _gather_input_grad(x, weight, stride, padding, out_size)
     return _scatter_conv_transpose(x, weight, stride, padding, out_size)
 
 
-# ---- differentiable Functions ------------------------------------------------------------------
+# ---- differentiable Functions -------------------------------------------------------------------
 #
 # Each forward computes from its inputs only; nothing is kept from forward to backward but the
 # inputs (rebuilding columns costs less than holding them for the whole graph). When a backward
