@@ -59,17 +59,17 @@ def _pair(v):
 
 
 def conv2d_loops(x, w, b, stride, padding):
-    """y[n, o, i, j] = b[o] + sum over the window of xp * W, one output pixel at a time."""
+    """y[n, o, i, j] = b[o] + sum over the window of x_pad * W, one output pixel at a time."""
     (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
-    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    x_pad = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    x_pad[:, :, ph:ph + h, pw:pw + wd] = x
     ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
     y = np.zeros((n, o, ho, wo))
     for i in range(ho):
         for j in range(wo):
-            window = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]        # (n, c, kh, kw)
+            window = x_pad[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]        # (n, c, kh, kw)
             y[:, :, i, j] = np.einsum("nckl,ockl->no", window, w) + b
     return y
 
