@@ -8,8 +8,9 @@
 While the block runs, Function.__call__ hands each forward call, and the backward loop each
 backward call, to `Profile.time(function, kind, method, args)`, which makes that one call between
 two clock readings (it never calls back into Function.__call__). A call made inside a timed call
-(its `depth` is then above 0) runs untimed and counts toward the outer one: Conv2d's backward computes its
-gradients with a ConvTranspose2d and a Conv2dWeightGrad, and that time is Conv2d's backward time.
+(its `depth` is then above 0) runs untimed and counts toward the outer one: Conv2d's backward
+computes its gradients with a Conv2dGradients (or a ConvTranspose2d and a Conv2dWeightGrad), and
+that time is Conv2d's backward time.
 So no moment is counted twice, and what the Functions do not cover (Python between ops, the
 optimizer's step, data) is the line "outside Functions": the table adds up to the block's wall
 time. Counts follow the same rule: "calls" are the calls made outside any other timed call. The

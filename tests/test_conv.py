@@ -15,7 +15,7 @@ CONV_CASES = [
     (2, 2, 3, 6, 5, 3, 3, 2, 1),
     (2, 2, 2, 6, 7, 4, 4, 2, 1),
     (2, 2, 2, 5, 6, 3, 2, (2, 1), (1, 0)),
-    # stride 1, output filling most of the padded grid: the shifted-products route
+    # stride 1 (the routes of each case: tests/test_conv_routes.py)
     (2, 3, 4, 9, 7, 3, 3, 1, 1),               # a 3x3 "same" conv, odd sizes
     (2, 3, 2, 7, 6, 3, 3, 1, 2),               # padding 2
     (1, 2, 3, 5, 8, 2, 3, 1, 0),               # batch 1, the PixelCNN's 2x3 vertical kernel
@@ -29,9 +29,9 @@ TRANSPOSE_CASES = [
     (2, 2, 2, 3, 3, 4, 4, 2, 1, 0),
     (2, 3, 2, 1, 1, 4, 4, 1, 0, 0),            # DCGAN's first generator layer: 1x1 -> 4x4
     (2, 2, 2, 3, 2, 3, 2, (2, 1), (1, 0), (1, 0)),
-    (2, 2, 3, 5, 4, 3, 2, 1, 1, 0),            # stride 1, output <= input: a flipped conv2d
+    (2, 2, 3, 5, 4, 3, 2, 1, 1, 0),            # stride 1, output <= input: gathered
     (2, 3, 2, 6, 6, 3, 3, 1, 1, 0),            # the input gradient of a 3x3 'same' conv
-    (2, 2, 2, 6, 5, 2, 2, 1, 2, 0),            # stride 1, padding >= kernel: the col2im route
+    (2, 2, 2, 6, 5, 2, 2, 1, 2, 0),            # stride 1, padding >= kernel: output cropped
 ]
 
 
@@ -59,17 +59,17 @@ def _pair(v):
 
 
 def conv2d_loops(x, w, b, stride, padding):
-    """y[n, o, i, j] = b[o] + sum over the window of xp * W, one output pixel at a time."""
+    """y[n, o, i, j] = b[o] + sum over the window of x_pad * W, one output pixel at a time."""
     (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
-    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    x_pad = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    x_pad[:, :, ph:ph + h, pw:pw + wd] = x
     ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
     y = np.zeros((n, o, ho, wo))
     for i in range(ho):
         for j in range(wo):
-            window = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]        # (n, c, kh, kw)
+            window = x_pad[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]        # (n, c, kh, kw)
             y[:, :, i, j] = np.einsum("nckl,ockl->no", window, w) + b
     return y
 
@@ -129,38 +129,6 @@ def test_gradgradcheck(case, transpose, device, rng):
     assert nn.gradgradcheck(lambda x, w, b: run(case, transpose, x, w, b), [x, w, b])
 
 
-@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[7] == 1],
-                         ids=["-".join(map(str, c)) for c in CONV_CASES if c[7] == 1])
-def test_both_routes_agree(case, device, rng, monkeypatch):
-    """Stride-1 convolutions computed by im2col and by shifted products give the same output,
-    input and weight gradients and second derivatives (float64)."""
-    x, w, b = make_inputs(case, False, device, rng)
-    upstream = nn.Tensor(rng.standard_normal(run(case, False, x, w, b).shape)).to(device)
-
-    def everything():
-        y = run(case, False, x, w, b)
-        gx, gw = nn.grad(y, [x, w], upstream, create_graph=True)
-        ggx, ggw = nn.grad((gx * gx).sum() + (gw * gw).sum(), [x, w])
-        return [t.numpy() for t in (y, gx, gw, ggx, ggw)]
-
-    results = {}
-    for fill, route in [(2.0, "im2col"), (0.0, "shifted")]:   # never / always shifted
-        monkeypatch.setattr(nn.conv, "SHIFTED_MIN_FILL", fill)
-        results[route] = everything()
-    for a, b_ in zip(results["im2col"], results["shifted"]):
-        np.testing.assert_allclose(a, b_, rtol=1e-11, atol=1e-11)
-
-
-def test_route_choice():
-    """Shifted products for stride-1 convolutions whose output fills the padded grid, im2col else."""
-    from nn.conv import _uses_shifted_products as shifted
-    assert shifted((8, 8), (3, 3), (1, 1), (1, 1))          # 3x3 "same" at 8x8: 64 of 100
-    assert shifted((64, 64), (3, 3), (1, 1), (1, 1))
-    assert not shifted((4, 4), (3, 3), (1, 1), (1, 1))      # 16 of 36: im2col
-    assert not shifted((32, 32), (4, 4), (2, 2), (1, 1))    # stride 2
-    assert not shifted((4, 4), (4, 4), (1, 1), (0, 0))      # DCGAN's last D layer: 4x4 -> 1x1
-
-
 def test_gradient_penalty_path(device, rng):
     """d/dW of |d conv(x, W)/dx|^2, as WGAN-GP needs, against finite differences."""
     x, w, _ = make_inputs(CONV_CASES[2], False, device, rng)
@@ -202,7 +170,7 @@ def test_float32_stays_float32(case, transpose, device, rng):
 
 
 def test_conv2d_output_is_channels_last_memory(device, rng):
-    """The output is an NCHW view of NHWC memory, so the next layer's im2col needs no copy."""
+    """The output is an NCHW view of NHWC memory, so the next layer's im2col reads whole runs."""
     x, w, b = make_inputs(CONV_CASES[1], False, device, rng)
     y = conv2d(x, w, stride=2, padding=1)
     assert y.data.transpose(0, 2, 3, 1).flags.c_contiguous
@@ -250,7 +218,14 @@ def test_mixed_devices_are_an_error():
 @pytest.mark.parametrize("dtype,tolerance", [(np.float64, 1e-10), (np.float32, 1e-4)])
 @pytest.mark.parametrize("case,transpose", ALL_CASES, ids=IDS)
 def test_matches_pytorch(case, transpose, dtype, tolerance, device, rng):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
+    assert_matches_pytorch(case, transpose, dtype, tolerance, device, rng)
+
+
+def assert_matches_pytorch(case, transpose, dtype, tolerance, device, rng):
+    """Output and the gradients of x, W and b for a random upstream gradient agree with PyTorch
+    (tests/test_conv_routes.py runs it with each route forced)."""
+    import torch
     x, w, b = make_inputs(case, transpose, device, rng, dtype=dtype)
     y = run(case, transpose, x, w, b)
     upstream = rng.standard_normal(y.shape).astype(dtype)
@@ -265,6 +240,6 @@ def test_matches_pytorch(case, transpose, dtype, tolerance, device, rng):
     ty.backward(torch.tensor(upstream))
     for ours, theirs in [(y, ty), (x.grad, tx.grad), (w.grad, tw.grad), (b.grad, tb.grad)]:
         theirs = theirs.detach().numpy()
-        assert ours.dtype == dtype
+        assert ours.dtype == dtype and ours.shape == theirs.shape
         scale = max(1.0, float(np.abs(theirs).max()))
         np.testing.assert_allclose(to_numpy(ours.data), theirs, rtol=0, atol=tolerance * scale)

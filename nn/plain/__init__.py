@@ -5,9 +5,9 @@
 
 | fast (what nn runs by default)                      | plain (what it computes)               |
 | --- | --- |
-| nn/conv.py conv2d: im2col or shifted products on    | nn/plain/conv.py conv2d: a sum over    |
-|   channels-last memory, hand-written backward       |   kernel offsets of strided slices     |
-| nn/conv.py conv_transpose2d: col2im, flipped conv2d | nn/plain/conv.py conv_transpose2d      |
+| nn/conv.py conv2d: im2col in blocks on channels-last | nn/plain/conv.py conv2d: a sum over    |
+|   memory, hand-written backward                     |   kernel offsets of strided slices     |
+| nn/conv.py conv_transpose2d: gather or scatter      | nn/plain/conv.py conv_transpose2d      |
 | nn/functional.py batch_norm, instance_norm: fused   | nn/plain/norms.py: mean, variance and  |
 |   Functions with hand-written backward formulas     |   division as separate primitive ops   |
 | nn/optim.py Adam._update: in place, one scratch     | nn/plain/optim.py adam_update: 4 lines |

@@ -1,15 +1,16 @@
 """conv2d and conv_transpose2d as the formulas read them: a sum over the kernel offsets.
 
-Plain version of nn/conv.py, which computes the same numbers with im2col or shifted products on
-channels-last memory. Here everything is NCHW and every step is a primitive op of nn/ops.py
-(pad, strided slice, transpose, reshape, matmul, add), so the gradients, and their gradients,
-come from those ops' backward: nothing here has a backward of its own.
+Plain version of nn/conv.py, which computes the same numbers with im2col in blocks, gathering on
+the phase grid or scattering, on channels-last memory. Here everything is NCHW and every step is
+a primitive op of nn/ops.py (pad, strided slice, transpose, reshape, matmul, add), so the
+gradients, and their gradients, come from those ops' backward: nothing here has a backward of
+its own.
 
-conv2d. Pad x to xp. Kernel offset (ky, kx) sees the strided slice xp[:, :, ky + s*i, kx + s*j]
-for all output pixels (i, j) at once, a (N, C, H_out, W_out) array, and mixes its channels with
-the (O, C) matrix W[:, :, ky, kx]; the output is the sum of those kh*kw terms:
+conv2d. Pad x to x_pad. Kernel offset (ky, kx) sees the strided slice
+x_pad[:, :, ky + s*i, kx + s*j] for all output pixels (i, j) at once, a (N, C, H_out, W_out)
+array, and mixes its channels with the (O, C) matrix W[:, :, ky, kx]; the output is the sum of those kh*kw terms:
 
-    y[n, o, i, j] = b[o] + sum_{ky, kx} sum_c W[o, c, ky, kx] * xp[n, c, i*s + ky, j*s + kx]
+    y[n, o, i, j] = b[o] + sum_{ky, kx} sum_c W[o, c, ky, kx] * x_pad[n, c, i*s + ky, j*s + kx]
 
 conv_transpose2d. Offset (ky, kx) mixes the input's channels with W[:, :, ky, kx] and adds the
 result into every s-th pixel of a large output, starting at (ky, kx); the padding is cropped last:
@@ -43,11 +44,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     o, _, kh, kw = weight.shape
     h_out = (x.shape[2] + 2 * ph - kh) // sh + 1
     w_out = (x.shape[3] + 2 * pw - kw) // sw + 1
-    xp = ops.Pad(((0, 0), (0, 0), (ph, ph), (pw, pw)), 0)(x) if ph or pw else x
+    x_pad = ops.Pad(((0, 0), (0, 0), (ph, ph), (pw, pw)), 0)(x) if ph or pw else x
     terms = []
     for ky in range(kh):
         for kx in range(kw):
-            window = xp[:, :, ky:ky + sh * (h_out - 1) + 1:sh, kx:kx + sw * (w_out - 1) + 1:sw]
+            window = x_pad[:, :, ky:ky + sh * (h_out - 1) + 1:sh, kx:kx + sw * (w_out - 1) + 1:sw]
             terms.append(mix_channels(window, weight[:, :, ky, kx]))
     y = add_up(terms)
     return y if bias is None else y + bias.reshape(1, o, 1, 1)
