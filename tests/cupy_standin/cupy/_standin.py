@@ -1,0 +1,179 @@
+"""The stand-in's own bookkeeping: what a test reads to see what the GPU would have done.
+
+    import cupy
+    cupy._standin.reset()
+    ...                                    # one training step
+    counts = cupy._standin.counters()      # {"launches": 41, "host_reads": 1, ...}
+
+or, for the counts of a block of code only:
+
+    with cupy._standin.counting() as counts:
+        ...
+    counts.launches, counts.host_reads, counts.by_kind   # what ran inside the block
+
+Counters (module-wide, one set per process, not per thread):
+  launches          kernels a real GPU would launch: every ufunc call (operators included), every
+                    reduction, matmul, copy (copy, astype, ascontiguousarray of a strided array,
+                    a reshape that cannot be a view, fancy-index gather, setitem, concatenate,
+                    stack, pad, where, clip, take), fill (zeros, ones, full, eye and their _like
+                    forms, fill), every random draw, and ONE per call of a cupy.fuse function
+                    (whatever it does inside). Views (slicing, transpose, reshape-as-view,
+                    broadcast_to, as_strided) and `empty` launch nothing.
+  host_reads        device-to-host reads, each of which waits for the GPU: .get(), .item(),
+                    .tolist(), float(), int(), bool(), complex(), repr()/str()/format(), pickling,
+                    and boolean-mask indexing (CuPy reads the mask's count back to size the result).
+  syncs             explicit waits: cupy.cuda.Device().synchronize(), Stream.synchronize().
+  host_to_device    host-to-device copies (cupy.asarray / cupy.array of host data, host index
+                    arrays, host values stored through a fancy index); host_to_device_bytes: bytes.
+  by_kind           launches by name ("ufunc:multiply", "reduce:sum", "matmul", ...).
+
+Under cupyx.allow_synchronize(False) every host read and Device.synchronize() raises
+cupyx.DeviceSynchronized, as on CuPy; Stream.synchronize does not (CuPy does not detect it either).
+"""
+import collections
+import contextlib
+import threading
+import warnings
+
+
+class DeviceSynchronized(RuntimeError):
+    """Raised when device synchronization is detected while disallowed (cupyx.allow_synchronize)."""
+
+    def __init__(self, message=None):
+        super().__init__(message or "Device synchronization was detected while disallowed.")
+
+
+class _Counts:
+    """One set of counters."""
+
+    def __init__(self):
+        self.launches = self.host_reads = self.syncs = 0
+        self.host_to_device = self.host_to_device_bytes = 0
+        self.by_kind = collections.Counter()
+        self.reads_by_kind = collections.Counter()
+
+    def as_dict(self):
+        return {"launches": self.launches, "host_reads": self.host_reads, "syncs": self.syncs,
+                "host_to_device": self.host_to_device,
+                "host_to_device_bytes": self.host_to_device_bytes,
+                "by_kind": dict(self.by_kind), "reads_by_kind": dict(self.reads_by_kind)}
+
+    def __repr__(self):
+        return f"Counts({self.as_dict()})"
+
+
+_totals = _Counts()
+_open = []                       # the _Counts of every counting() block now open
+_local = threading.local()       # allowed (synchronisation), fusing (inside a cupy.fuse call)
+used = collections.Counter()     # API name -> calls: which of the stand-in's API a run used
+
+
+def _each():
+    yield _totals
+    yield from _open
+
+
+def counters():
+    """A snapshot of the process-wide counters, as a dict (see the module docstring)."""
+    return _totals.as_dict()
+
+
+def reset():
+    """Set every process-wide counter (and the API usage record) back to zero."""
+    global _totals
+    _totals = _Counts()
+    used.clear()
+
+
+@contextlib.contextmanager
+def counting():
+    """Count what the block does: yields a live _Counts (attributes launches, host_reads, syncs,
+    host_to_device, host_to_device_bytes, by_kind, reads_by_kind)."""
+    counts = _Counts()
+    _open.append(counts)
+    try:
+        yield counts
+    finally:
+        _open.remove(counts)
+
+
+# ---- what the arrays report ------------------------------------------------------------------------
+
+def fusing():
+    return getattr(_local, "fusing", 0) > 0
+
+
+@contextlib.contextmanager
+def fused_call():
+    """Inside a cupy.fuse call: ops launch nothing of their own, and non-elementwise ops raise."""
+    _local.fusing = getattr(_local, "fusing", 0) + 1
+    try:
+        yield
+    finally:
+        _local.fusing -= 1
+
+
+def not_in_fuse(name):
+    """Raise if called inside a cupy.fuse function: CuPy's fusion only fuses elementwise and
+    simple reduction operations."""
+    if fusing():
+        raise TypeError(f"{name} is not supported inside a cupy.fuse function: CuPy can only fuse "
+                        "elementwise and simple reduction operations")
+
+
+def launch(kind, n=1):
+    """`n` kernel launches of `kind` (nothing inside a cupy.fuse call: the fusion counts one)."""
+    if fusing():
+        return
+    for counts in _each():
+        counts.launches += n
+        counts.by_kind[kind] += n
+
+
+def _allowed():
+    try:
+        return _local.allowed
+    except AttributeError:
+        _local.allowed = True
+        return True
+
+
+def host_read(kind):
+    """A device-to-host read (a wait for the GPU): counted, or DeviceSynchronized when
+    synchronisation is disallowed."""
+    not_in_fuse(kind)
+    if not _allowed():
+        raise DeviceSynchronized(f"Device synchronization was detected while disallowed: {kind}")
+    for counts in _each():
+        counts.host_reads += 1
+        counts.reads_by_kind[kind] += 1
+
+
+def sync(kind, detected=True):
+    """An explicit wait for the device (Device.synchronize: detected; Stream.synchronize: not)."""
+    if detected and not _allowed():
+        raise DeviceSynchronized(f"Device synchronization was detected while disallowed: {kind}")
+    for counts in _each():
+        counts.syncs += 1
+
+
+def host_to_device(nbytes):
+    """A host-to-device copy of `nbytes` bytes (no wait, not a kernel)."""
+    not_in_fuse("a host-to-device copy")
+    for counts in _each():
+        counts.host_to_device += 1
+        counts.host_to_device_bytes += int(nbytes)
+
+
+@contextlib.contextmanager
+def allow_synchronize(allow):
+    """cupyx.allow_synchronize: allow or disallow device synchronisation in this thread. Like
+    CuPy's, it warns that it is deprecated (CuPy v10 deprecated it; v14 still has it)."""
+    warnings.warn("cupyx.allow_synchronize will be removed in future releases as it is not "
+                  "possible to reliably detect synchronizations.", stacklevel=3)
+    old = _allowed()
+    _local.allowed = allow
+    try:
+        yield
+    finally:
+        _local.allowed = old
