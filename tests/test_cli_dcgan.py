@@ -134,7 +134,8 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu(tmp_path, device):
     assert len(checkpoint["history"]["loss_d"]) == 6
     assert np.isfinite(checkpoint["history"]["loss_g"]).all()
     with open(out / "metrics.jsonl") as f:
-        assert [json.loads(line)["event"] for line in f][-3:] == ["resume", "epoch", "report"]
+        assert [json.loads(line)["event"] for line in f][-4:] == ["resume", "epoch", "report",
+                                                                  "sample_quality"]
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
