@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import nn
+import nn.functional  # noqa: F401  (the cupy_standin fixture empties its GPU generators)
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,7 +128,7 @@ def run_main(monkeypatch, capsys):
     return run
 
 
-# ---- the CuPy stand-in in this process -------------------------------------------------------------
+# ---- the CuPy stand-in in this process -----------------------------------------------------------
 
 _standin_modules = {}      # name -> module: the stand-in, imported once per session
 
@@ -140,7 +141,7 @@ def standin_modules():
     """The stand-in's modules (cupy, cupyx and their submodules), imported once and then kept
     out of sys.modules except while a test asks for them."""
     if not _standin_modules:
-        if sys.path and sys.path[0] == STANDIN:           # a --device gpu session on the stand-in
+        if STANDIN in sys.path:                            # a --device gpu session on the stand-in
             import cupy  # noqa: F401
             import cupyx  # noqa: F401
             _standin_modules.update({n: m for n, m in sys.modules.items() if _is_cupy_module(n)})
@@ -171,4 +172,5 @@ def cupy_standin(monkeypatch):
     cupy = sys.modules["cupy"]
     assert getattr(cupy, "__standin__", False), "the cupy_standin fixture found another cupy"
     cupy._standin.reset()
+    monkeypatch.setattr(nn.functional, "_gpu_generators", {})    # no generator of another cupy
     return cupy

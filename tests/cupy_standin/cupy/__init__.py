@@ -64,30 +64,31 @@ What it does NOT do, and why:
   * only the API below exists: anything else is an AttributeError, on purpose (add it here, after
     checking CuPy 13 has it with the same behaviour).
 
-The API (what braingen uses, plus what issue 22's fused Adam needs):
+The API: what braingen used in a whole `pytest --device gpu` run (CUPY_STANDIN_USAGE lists it),
+the ufuncs behind ndarray's operators, and cupy.fuse, get_array_module and cupy.random's
+Generator for issue 22's fused optimizer and device noise:
   module: ndarray, ufunc, array, asarray, ascontiguousarray, empty, empty_like, zeros,
-    zeros_like, ones, ones_like, full, full_like, arange, eye, concatenate, stack, where, clip,
-    matmul, take, pad, broadcast_to, sum, mean, prod, max, min, amax, amin, argmax, argmin, all,
-    any, the ufuncs (add, subtract, multiply, divide/true_divide, floor_divide, power,
-    remainder/mod, negative, positive, absolute/abs, sqrt, square, exp, log, log1p, expm1, tanh,
-    sin, cos, floor, ceil, rint, sign, reciprocal, maximum, minimum, arctan2, hypot, less,
-    less_equal, greater, greater_equal, equal, not_equal, logical_and, logical_or, logical_not,
-    bitwise_and, bitwise_or, bitwise_xor, invert, isfinite, isnan; add.at, add.reduce,
-    multiply.reduce), fuse, get_array_module, asnumpy, get_default_memory_pool,
-    get_default_pinned_memory_pool, min_scalar_type, the dtype names (bool_, int8 ... float64),
-    newaxis, pi, inf, nan, __version__ ("13.6.0"); cupy.random: RandomState (seed, random_sample,
-    standard_normal, normal, uniform), default_rng / Generator (random, standard_normal);
-    cupy.cuda: Device (id, use, synchronize, mem_info), get_device_id, Stream (null,
-    synchronize), get_current_stream, MemoryPool, runtime (getDeviceCount, getDevice, setDevice,
-    memGetInfo, runtimeGetVersion, driverGetVersion, getDeviceProperties, deviceSynchronize),
-    curand (CURAND_RNG_PSEUDO_* constants); cupy.lib.stride_tricks.as_strided; cupyx:
-    allow_synchronize, DeviceSynchronized.
+    zeros_like, ones, ones_like, full, arange, eye, concatenate, stack, where (3 arguments),
+    clip, matmul, take, pad (constant), broadcast_to, sum, mean, max, min, argmax, argmin;
+    ufuncs: add (and add.at), subtract, multiply, divide/true_divide, floor_divide, power,
+    remainder/mod, negative, positive, absolute/abs, invert, bitwise_and, bitwise_or,
+    bitwise_xor, less, less_equal, greater, greater_equal, equal, not_equal, sqrt, square, exp,
+    log, log1p, tanh, floor, maximum, minimum; fuse, get_array_module, get_default_memory_pool,
+    __version__ ("13.6.0"), __standin__;
+  cupy.random: RandomState(seed, method) with seed, random_sample, standard_normal;
+    default_rng / Generator with random, standard_normal;
+  cupy.cuda: Device (id, use, synchronize, with), get_device_id, MemoryPool (used_bytes,
+    total_bytes, free_all_blocks), runtime (getDeviceCount, getDevice, setDevice, memGetInfo,
+    runtimeGetVersion, driverGetVersion, getDeviceProperties), curand (CURAND_RNG_PSEUDO_*);
+  cupy.lib.stride_tricks.as_strided; cupyx: allow_synchronize, DeviceSynchronized.
   ndarray: shape, ndim, size, dtype, itemsize, nbytes, strides, flags, device, T, len(), iter(),
-    get, set, item, tolist, copy, astype, fill, reshape, ravel, flatten, transpose, swapaxes,
-    squeeze, take, nonzero, sum, mean, var, std, prod, max, min, argmax, argmin, all, any, clip,
-    dot, [] (get and set), the arithmetic, comparison, bitwise and in-place operators, @, abs(),
-    -, float(), int(), bool(), complex(), repr(), str(), format(), copy.copy/deepcopy, pickle.
+    get, item, tolist, copy, astype, reshape, transpose, repeat, sum, mean, max, min, argmax,
+    argmin, [] (get and set), the arithmetic, comparison, bitwise and in-place operators, @,
+    abs(), -, +, ~, float(), int(), bool(), complex(), repr(), str(), format(), copy.copy /
+    deepcopy, pickle.
 """
+import builtins
+
 import numpy as np
 
 from . import _core, _standin, cuda, lib, random  # noqa: F401
@@ -97,38 +98,21 @@ from ._core import ndarray, ufunc  # noqa: F401
 __version__ = "13.6.0"         # the CuPy whose rules the stand-in follows
 __standin__ = True
 
-bool_, int8, int16, int32, int64 = np.bool_, np.int8, np.int16, np.int32, np.int64
-uint8, uint16, uint32, uint64 = np.uint8, np.uint16, np.uint32, np.uint64
-float16, float32, float64 = np.float16, np.float32, np.float64
-dtype = np.dtype
-newaxis, pi, inf, nan = None, np.pi, np.inf, np.nan
-min_scalar_type = np.min_scalar_type
-
-globals().update(_FUNCTIONS)
+globals().update(_FUNCTIONS)      # NB: this module's sum, max and min are CuPy's now
 
 
 def get_array_module(*args):
-    """cupy if any argument is a device array, else numpy."""
+    """cupy if any argument is a device array, else numpy (for code that runs on both, such as
+    a cupy.fuse function)."""
     import cupy
-    return cupy if any(isinstance(a, ndarray) for a in args) else np
+    return cupy if builtins.any(isinstance(a, ndarray) for a in args) else np
 
 
-def asnumpy(a, stream=None, order="C", out=None):
-    """A NumPy copy of a device array (a counted host read); other values through np.asarray."""
-    if isinstance(a, ndarray):
-        return a.get(stream=stream, order=order, out=out)
-    return np.asarray(a, order=order)
-
-
-_memory_pool, _pinned_memory_pool = cuda.MemoryPool(), cuda.PinnedMemoryPool()
+_memory_pool = cuda.MemoryPool()
 
 
 def get_default_memory_pool():
     return _memory_pool
-
-
-def get_default_pinned_memory_pool():
-    return _pinned_memory_pool
 
 
 class _Fused:
@@ -140,7 +124,7 @@ class _Fused:
 
     def __call__(self, *args):
         _standin.used[f"fuse:{self.name}"] += 1
-        if not any(isinstance(a, ndarray) for a in args):
+        if not builtins.any(isinstance(a, ndarray) for a in args):
             return self.func(*args)                  # NumPy arrays or scalars: the plain function
         for a in args:
             if not isinstance(a, ndarray) and not _core._is_scalar(a):

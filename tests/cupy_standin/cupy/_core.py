@@ -5,6 +5,7 @@ counters. Every NumPy array held here is reached only through `ndarray._a`; noth
 hands one out except the counted host reads.
 """
 import functools
+import os
 
 import numpy as np
 
@@ -44,7 +45,29 @@ def _min_scalar_types(x):
     return (t,)
 
 
+PROMOTION = os.environ.get("CUPY_STANDIN_PROMOTION", "13")    # "13" (default) or "14"
+if PROMOTION not in ("13", "14"):
+    raise ImportError(f"CUPY_STANDIN_PROMOTION={PROMOTION!r}: use 13 or 14")
+if PROMOTION == "14" and int(np.__version__.split(".")[0]) < 2:
+    raise ImportError("CUPY_STANDIN_PROMOTION=14 (NEP 50) needs NumPy 2")
+
+
 def result_dtype(array_dtypes, scalars):
+    """The dtype CuPy computes in: CuPy 13's rule (_result_dtype_13), or with
+    CUPY_STANDIN_PROMOTION=14 CuPy 14's, which is NumPy 2's (NEP 50: Python numbers are weak,
+    NumPy scalars are as strong as arrays: float32 array * np.float64(0.5) is float64)."""
+    if PROMOTION == "14":
+        dtype = np.result_type(*array_dtypes, *[s if type(s) in _PYTHON_SCALARS else s.dtype
+                                                for s in scalars])
+        for s in scalars:
+            if type(s) is int and dtype.kind in "iu" and not (
+                    np.iinfo(dtype).min <= s <= np.iinfo(dtype).max):
+                raise OverflowError(f"Python integer {s} out of bounds for {dtype}")
+        return dtype
+    return _result_dtype_13(array_dtypes, scalars)
+
+
+def _result_dtype_13(array_dtypes, scalars):
     """The dtype CuPy 13 computes in for arrays of `array_dtypes` with Python/NumPy `scalars`.
 
     CuPy <= 13 (cupy/_core/_kernel.pyx, _check_should_use_min_scalar): when the arrays' highest
@@ -195,8 +218,6 @@ class ndarray:
             return ours(*inputs, **kwargs)
         if method == "at":
             return ours.at(*inputs, **kwargs)
-        if method == "reduce":
-            return ours.reduce(*inputs, **kwargs)
         return NotImplemented
 
     def __array_function__(self, func, types, args, kwargs):
@@ -317,31 +338,6 @@ class ndarray:
         S.launch("astype")
         return _wrap(self._a.astype(dtype, order=order))
 
-    @api("ndarray.fill")
-    def fill(self, value):
-        if isinstance(value, ndarray):
-            if value.shape != ():
-                raise ValueError("non-scalar cupy.ndarray cannot be used for fill")
-            value = value._a
-        elif isinstance(value, np.ndarray):
-            if value.shape != ():
-                raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
-            value = value.item()
-        elif not _is_scalar(value):
-            raise _unsupported(value)
-        S.launch("fill")
-        self._a.fill(value)
-
-    @api("ndarray.set")
-    def set(self, arr, stream=None):
-        """Copy a NumPy array of the same shape and dtype into this array (host to device)."""
-        if not isinstance(arr, np.ndarray):
-            raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray: {type(arr)}")
-        if arr.shape != self._a.shape or arr.dtype != self._a.dtype:
-            raise ValueError("Shape or dtype mismatch")
-        S.host_to_device(arr.nbytes)
-        self._a[...] = arr
-
     # -- views (no kernel) and reshapes ------------------------------------------------------------
     @api("ndarray.reshape")
     def reshape(self, *shape, order="C"):
@@ -352,29 +348,9 @@ class ndarray:
             S.launch("copy")                # no view possible: CuPy copies too
         return _wrap(out)
 
-    @api("ndarray.ravel")
-    def ravel(self, order="C"):
-        out = self._a.ravel(order=order)
-        if not np.may_share_memory(out, self._a) and out.size:
-            S.launch("copy")
-        return _wrap(out)
-
-    @api("ndarray.flatten")
-    def flatten(self, order="C"):
-        S.launch("copy")
-        return _wrap(self._a.flatten(order=order))
-
     @api("ndarray.transpose")
     def transpose(self, *axes):
         return _wrap(self._a.transpose(*axes))
-
-    @api("ndarray.swapaxes")
-    def swapaxes(self, axis1, axis2):
-        return _wrap(self._a.swapaxes(axis1, axis2))
-
-    @api("ndarray.squeeze")
-    def squeeze(self, axis=None):
-        return _wrap(self._a.squeeze(axis=axis))
 
     # -- indexing ----------------------------------------------------------------------------------
     def __getitem__(self, key):
@@ -392,7 +368,11 @@ class ndarray:
         key, advanced = _index_key(self._a, key)
         if isinstance(value, ndarray):
             value = value._a
-        elif isinstance(value, np.ndarray) and advanced:
+            if not advanced and _same_view(self._a[key], value):
+                return                  # a[i] += x stores a[i]'s own view back: CuPy skips it
+        elif isinstance(value, (np.ndarray, list, tuple)) and advanced:
+            value = np.asarray(value)
+            _check_dtype(value.dtype)
             S.host_to_device(value.nbytes)       # CuPy copies host values for a scatter
         elif isinstance(value, np.ndarray):
             if value.shape != ():                # CuPy's basic-index assignment is fill()
@@ -410,31 +390,12 @@ class ndarray:
         S.launch("repeat")
         return _wrap(self._a.repeat(repeats, axis=axis))
 
-    @api("ndarray.take")
-    def take(self, indices, axis=None, out=None):
-        return take(self, indices, axis, out)
-
-    @api("ndarray.nonzero")
-    def nonzero(self):
-        S.host_read("nonzero")            # the count sizes the result
-        S.launch("nonzero")
-        return tuple(_new(i) for i in self._a.nonzero())
-
     # -- reductions --------------------------------------------------------------------------------
     def sum(self, axis=None, dtype=None, out=None, keepdims=False):
         return _reduce("sum", self, axis, out, keepdims, dtype=dtype)
 
     def mean(self, axis=None, dtype=None, out=None, keepdims=False):
         return _reduce("mean", self, axis, out, keepdims, dtype=dtype)
-
-    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
-        return _reduce("var", self, axis, out, keepdims, dtype=dtype, ddof=ddof)
-
-    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
-        return _reduce("std", self, axis, out, keepdims, dtype=dtype, ddof=ddof)
-
-    def prod(self, axis=None, dtype=None, out=None, keepdims=False):
-        return _reduce("prod", self, axis, out, keepdims, dtype=dtype)
 
     def max(self, axis=None, out=None, keepdims=False):
         return _reduce("max", self, axis, out, keepdims)
@@ -448,18 +409,6 @@ class ndarray:
     def argmin(self, axis=None, out=None, keepdims=False):
         return _reduce("argmin", self, axis, out, keepdims)
 
-    def all(self, axis=None, out=None, keepdims=False):
-        return _reduce("all", self, axis, out, keepdims)
-
-    def any(self, axis=None, out=None, keepdims=False):
-        return _reduce("any", self, axis, out, keepdims)
-
-    def clip(self, min=None, max=None, out=None):
-        return clip(self, min, max, out=out)
-
-    def dot(self, b, out=None):
-        return matmul(self, b, out=out)
-
     def __matmul__(self, other):
         if _should_use_rop(self, other):
             return NotImplemented
@@ -470,6 +419,12 @@ class ndarray:
 
     def __imatmul__(self, other):
         return matmul(self, other, out=self)
+
+
+def _same_view(a, b):
+    """Whether two NumPy arrays are the same memory seen the same way."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
 
 
 def _from_host(array):
@@ -636,20 +591,12 @@ class ufunc:
         S.launch("scatter_add")
         np.add.at(a._a, key, np.asarray(values).astype(a.dtype, copy=False))
 
-    def reduce(self, array, axis=0, dtype=None, out=None, keepdims=False):
-        if self.name == "add":
-            return _reduce("sum", array, axis, out, keepdims, dtype=dtype)
-        if self.name == "multiply":
-            return _reduce("prod", array, axis, out, keepdims, dtype=dtype)
-        raise NotImplementedError(f"`{self.name}.reduce` is not supported yet")
-
-
+# the operators' ufuncs, and the others braingen calls
 _UFUNC_NAMES = ["add", "subtract", "multiply", "true_divide", "floor_divide", "power",
-                "remainder", "negative", "positive", "absolute", "sqrt", "square", "exp", "log",
-                "log1p", "tanh", "floor", "sign", "maximum", "minimum", "less", "less_equal",
-                "greater", "greater_equal", "equal", "not_equal", "logical_and", "logical_or",
-                "logical_not", "bitwise_and", "bitwise_or", "bitwise_xor", "invert", "isfinite",
-                "isnan", "sin", "cos", "arctan2", "hypot", "rint", "ceil", "expm1", "reciprocal"]
+                "remainder", "negative", "positive", "absolute", "invert", "bitwise_and",
+                "bitwise_or", "bitwise_xor", "less", "less_equal", "greater", "greater_equal",
+                "equal", "not_equal",
+                "sqrt", "square", "exp", "log", "log1p", "tanh", "floor", "maximum", "minimum"]
 for _name in _UFUNC_NAMES:
     ufunc(_name, getattr(np, _name))
 UFUNCS["divide"] = UFUNCS["true_divide"]
@@ -776,14 +723,6 @@ def empty_like(a, dtype=None, order="K", shape=None):
 
 
 @function()
-def full_like(a, fill_value, dtype=None, order="K", shape=None):
-    a_np = _device(a)
-    S.launch("fill")
-    return _wrap(np.full(a_np.shape if shape is None else shape, fill_value,
-                         dtype=a_np.dtype if dtype is None else _check_dtype(dtype)))
-
-
-@function()
 def arange(start, stop=None, step=1, dtype=None):
     for x in (start, stop, step):
         if x is not None and not _is_scalar(x):
@@ -822,11 +761,10 @@ def stack(tup, axis=0, out=None, dtype=None):
 
 @function(fusable=True)
 def where(condition, x=None, y=None):
-    """where(c, x, y): elementwise choice (one kernel), x and y promoted as a ufunc's inputs;
-    where(c) alone is nonzero (a host read)."""
-    if x is None and y is None:
-        _device(condition)
-        return condition.nonzero()
+    """where(c, x, y): elementwise choice (one kernel), x and y promoted as a ufunc's inputs.
+    (where(c) alone, CuPy's nonzero, is not in the stand-in: braingen does not use it.)"""
+    if x is None or y is None:
+        raise NotImplementedError("the CuPy stand-in has where(condition, x, y) only")
     dtypes, scalars = _operands([x, y])
     if not isinstance(condition, ndarray) and not _is_scalar(condition):
         raise _unsupported(condition)
@@ -907,15 +845,14 @@ def broadcast_to(array, shape):
 
 def _reduction_function(name):
     def reduce_(a, axis=None, dtype=None, out=None, keepdims=False):
-        kwargs = {} if name in ("max", "min", "argmax", "argmin", "all", "any") else {"dtype": dtype}
+        kwargs = {} if name in ("max", "min", "argmax", "argmin") else {"dtype": dtype}
         return _reduce(name, a, axis, out, keepdims, **kwargs)
     reduce_.__name__ = name
     return function(name, fusable=True)(reduce_)
 
 
-for _name in ("sum", "mean", "prod", "max", "min", "argmax", "argmin", "all", "any"):
+for _name in ("sum", "mean", "max", "min", "argmax", "argmin"):
     _reduction_function(_name)           # in FUNCTIONS only: not to hide Python's max, sum, ...
-FUNCTIONS["amax"], FUNCTIONS["amin"] = FUNCTIONS["max"], FUNCTIONS["min"]
 
 
 for _name, _ufunc in UFUNCS.items():

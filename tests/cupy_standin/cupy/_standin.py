@@ -22,16 +22,20 @@ Counters (module-wide, one set per process, not per thread):
   host_reads        device-to-host reads, each of which waits for the GPU: .get(), .item(),
                     .tolist(), float(), int(), bool(), complex(), repr()/str()/format(), pickling,
                     and boolean-mask indexing (CuPy reads the mask's count back to size the result).
-  syncs             explicit waits: cupy.cuda.Device().synchronize(), Stream.synchronize().
+  syncs             explicit waits: cupy.cuda.Device().synchronize().
   host_to_device    host-to-device copies (cupy.asarray / cupy.array of host data, host index
                     arrays, host values stored through a fancy index); host_to_device_bytes: bytes.
   by_kind           launches by name ("ufunc:multiply", "reduce:sum", "matmul", ...).
 
 Under cupyx.allow_synchronize(False) every host read and Device.synchronize() raises
-cupyx.DeviceSynchronized, as on CuPy; Stream.synchronize does not (CuPy does not detect it either).
+cupyx.DeviceSynchronized, as on CuPy.
 """
+import atexit
 import collections
 import contextlib
+import json
+import os
+import sys
 import threading
 import warnings
 
@@ -44,13 +48,17 @@ class DeviceSynchronized(RuntimeError):
 
 
 class _Counts:
-    """One set of counters."""
+    """One set of counters; with trace=True also `sites`: (what, "file:line") -> count, where
+    `what` is a launch kind, "host read: <kind>" or "host to device", and the line is the first
+    one outside the stand-in that led to it (the caller in braingen's code)."""
 
-    def __init__(self):
+    def __init__(self, trace=False):
         self.launches = self.host_reads = self.syncs = 0
         self.host_to_device = self.host_to_device_bytes = 0
         self.by_kind = collections.Counter()
         self.reads_by_kind = collections.Counter()
+        self.trace = trace
+        self.sites = collections.Counter()
 
     def as_dict(self):
         return {"launches": self.launches, "host_reads": self.host_reads, "syncs": self.syncs,
@@ -68,9 +76,39 @@ _local = threading.local()       # allowed (synchronisation), fusing (inside a c
 used = collections.Counter()     # API name -> calls: which of the stand-in's API a run used
 
 
+def _write_usage(path):
+    """Append this process's `used` (one JSON line) to `path`: CUPY_STANDIN_USAGE=path lists
+    the API a whole test run used, child processes included."""
+    if used:
+        with open(path, "a") as f:
+            f.write(json.dumps(dict(used)) + "\n")
+
+
+if os.environ.get("CUPY_STANDIN_USAGE"):
+    atexit.register(_write_usage, os.environ["CUPY_STANDIN_USAGE"])
+
+
 def _each():
     yield _totals
     yield from _open
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # tests/cupy_standin
+
+
+def _site():
+    """"file:line" of the innermost frame outside the stand-in."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+    if frame is None:
+        return "?"
+    return f"{os.path.relpath(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+def _record(counts, what, n=1):
+    if counts.trace:
+        counts.sites[(what, _site())] += n
 
 
 def counters():
@@ -79,17 +117,18 @@ def counters():
 
 
 def reset():
-    """Set every process-wide counter (and the API usage record) back to zero."""
+    """Set every process-wide counter back to zero (`used`, the API usage record, stays)."""
     global _totals
     _totals = _Counts()
-    used.clear()
 
 
 @contextlib.contextmanager
-def counting():
+def counting(trace=False):
     """Count what the block does: yields a live _Counts (attributes launches, host_reads, syncs,
-    host_to_device, host_to_device_bytes, by_kind, reads_by_kind)."""
-    counts = _Counts()
+    host_to_device, host_to_device_bytes, by_kind, reads_by_kind; with trace=True also sites,
+    the lines of code that launched, read or copied: slower, for finding where launches come
+    from)."""
+    counts = _Counts(trace)
     _open.append(counts)
     try:
         yield counts
@@ -128,6 +167,7 @@ def launch(kind, n=1):
     for counts in _each():
         counts.launches += n
         counts.by_kind[kind] += n
+        _record(counts, kind, n)
 
 
 def _allowed():
@@ -147,11 +187,12 @@ def host_read(kind):
     for counts in _each():
         counts.host_reads += 1
         counts.reads_by_kind[kind] += 1
+        _record(counts, f"host read: {kind}")
 
 
-def sync(kind, detected=True):
-    """An explicit wait for the device (Device.synchronize: detected; Stream.synchronize: not)."""
-    if detected and not _allowed():
+def sync(kind):
+    """An explicit wait for the device (Device.synchronize), detected as CuPy does."""
+    if not _allowed():
         raise DeviceSynchronized(f"Device synchronization was detected while disallowed: {kind}")
     for counts in _each():
         counts.syncs += 1
@@ -163,6 +204,7 @@ def host_to_device(nbytes):
     for counts in _each():
         counts.host_to_device += 1
         counts.host_to_device_bytes += int(nbytes)
+        _record(counts, "host to device")
 
 
 @contextlib.contextmanager

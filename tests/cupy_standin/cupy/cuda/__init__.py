@@ -1,7 +1,7 @@
-"""cupy.cuda, as far as braingen touches it: one pretend device, its runtime queries, the
-memory pools (which hold nothing: the stand-in keeps its arrays in host memory) and the null
-stream. Device().synchronize() is a detected synchronisation (it raises under
-cupyx.allow_synchronize(False), as on CuPy); Stream.synchronize() is counted but not detected."""
+"""cupy.cuda, as far as braingen touches it: one pretend device, its runtime queries and the
+memory pool (which holds nothing: the stand-in keeps its arrays in host memory).
+Device().synchronize() is a counted synchronisation, detected (it raises under
+cupyx.allow_synchronize(False)) as on CuPy."""
 from .. import _standin as S
 from . import curand, runtime  # noqa: F401
 
@@ -20,10 +20,6 @@ class Device:
     def synchronize(self):
         S.used["cuda.Device.synchronize"] += 1
         S.sync("Device.synchronize")
-
-    @property
-    def mem_info(self):
-        return runtime.memGetInfo()
 
     def __enter__(self):
         return self
@@ -45,35 +41,9 @@ def get_device_id():
     return 0
 
 
-class Stream:
-    """Only the null stream: synchronize() waits for nothing, but is counted as a sync."""
-
-    def __init__(self, null=False, non_blocking=False, ptds=False):
-        self.null = null
-
-    def synchronize(self):
-        S.used["cuda.Stream.synchronize"] += 1
-        S.sync("Stream.synchronize", detected=False)
-
-    def use(self):
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return None
-
-
-Stream.null = Stream(null=True)
-
-
-def get_current_stream():
-    return Stream.null
-
-
 class MemoryPool:
-    """CuPy's memory pool interface; the stand-in's arrays live in host memory, so it holds none."""
+    """CuPy's memory pool, as gpu_check reads it; the stand-in's arrays live in host memory, so
+    it holds none."""
 
     def used_bytes(self):
         return 0
@@ -81,21 +51,5 @@ class MemoryPool:
     def total_bytes(self):
         return 0
 
-    def free_bytes(self):
-        return 0
-
-    def n_free_blocks(self):
-        return 0
-
     def free_all_blocks(self, stream=None):
         return None
-
-    def set_limit(self, size=None, fraction=None):
-        return None
-
-    def get_limit(self):
-        return 0
-
-
-class PinnedMemoryPool(MemoryPool):
-    pass

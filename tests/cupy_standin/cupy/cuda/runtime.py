@@ -39,7 +39,3 @@ def getDeviceProperties(device):
     return {"name": NAME, "totalGlobalMem": TOTAL_BYTES, "major": 0, "minor": 0,
             "multiProcessorCount": 1}
 
-
-def deviceSynchronize():
-    from .. import _standin
-    _standin.sync("runtime.deviceSynchronize", detected=False)

@@ -1,5 +1,6 @@
-"""cupy.random for the stand-in: RandomState (cuRAND's legacy interface) and default_rng /
-Generator, drawing on the "device" (one launch per draw), float32 or float64 only, as CuPy.
+"""cupy.random for the stand-in: RandomState (cuRAND's legacy interface: braingen's dropout masks)
+and default_rng / Generator (for noise drawn on the device, issue 22), drawing on the "device"
+(one launch per draw), float32 or float64 only, as CuPy.
 
 The values come from NumPy's Philox generator seeded with the same seed: reproducible within the
 stand-in, but NOT the values cuRAND gives on a GPU (nothing may compare them with a GPU's).
@@ -55,18 +56,6 @@ class RandomState:
         S.used["random.RandomState.standard_normal"] += 1
         return _draw("standard_normal",
                      self._generator.standard_normal(size, dtype=_float_dtype(dtype)))
-
-    def normal(self, loc=0.0, scale=1.0, size=None, dtype=float):
-        S.used["random.RandomState.normal"] += 1
-        dtype = _float_dtype(dtype)
-        values = self._generator.standard_normal(size, dtype=dtype) * dtype.type(scale)
-        return _draw("normal", (values + dtype.type(loc)).astype(dtype, copy=False))
-
-    def uniform(self, low=0.0, high=1.0, size=None, dtype=float):
-        S.used["random.RandomState.uniform"] += 1
-        dtype = _float_dtype(dtype)
-        values = self._generator.random(size, dtype=dtype) * dtype.type(high - low)
-        return _draw("uniform", (values + dtype.type(low)).astype(dtype, copy=False))
 
 
 class Generator:
