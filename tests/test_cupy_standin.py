@@ -355,6 +355,7 @@ LAUNCHES = {
     "setitem, a scalar": (lambda xp, a, b: a.__setitem__(slice(1, 3), 3), 1),
     "where": (lambda xp, a, b: xp.where(a > b, a, b), 2),
     "random draw": (lambda xp, a, b: xp.random.RandomState(0).standard_normal(4, np.float32), 1),
+    "uniform draw": (lambda xp, a, b: xp.random.RandomState(0).random_sample(4, np.float32), 2),
 }
 
 
@@ -377,6 +378,15 @@ def test_counters_and_reset(cupy_standin):
     assert counted["by_kind"] == {"fill": 1, "ufunc:multiply": 1, "reduce:sum": 1}
     xp._standin.reset()
     assert xp._standin.counters()["launches"] == 0
+
+
+def test_counting_with_trace_names_the_lines_that_launch(cupy_standin):
+    a = cupy_standin.ones(3, dtype=np.float32)
+    with cupy_standin._standin.counting(trace=True) as counts:
+        a * 2
+        line = sys._getframe().f_lineno - 1
+    ((what, site), n), = counts.sites.items()
+    assert (what, n) == ("ufunc:multiply", 1) and site.endswith(f"test_cupy_standin.py:{line}")
 
 
 # ---- type promotion ------------------------------------------------------------------------------

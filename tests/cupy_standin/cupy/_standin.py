@@ -93,13 +93,14 @@ def _each():
     yield from _open
 
 
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # tests/cupy_standin
+_STANDIN = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))    # tests/cupy_standin
+_PACKAGES = tuple(os.path.join(_STANDIN, name) + os.sep for name in ("cupy", "cupyx"))
 
 
 def _site():
-    """"file:line" of the innermost frame outside the stand-in."""
+    """"file:line" of the innermost frame outside the stand-in's packages."""
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGES):
         frame = frame.f_back
     if frame is None:
         return "?"

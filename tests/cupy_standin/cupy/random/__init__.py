@@ -20,18 +20,24 @@ def _float_dtype(dtype):
 
 
 def _seed_int(seed):
+    """CuPy's checks (RandomState.seed): an integer from 0 to 2**64 - 1; a NumPy array is
+    hashed (here with Python's hash, not CuPy's md5)."""
     if seed is None:
         return int.from_bytes(np.random.bytes(8), "little")
     if isinstance(seed, np.ndarray):
         return int(np.uint64(abs(hash(seed.tobytes()))))
     if isinstance(seed, _core.ndarray):
         raise TypeError("a seed must be a host value, not a cupy.ndarray")
+    if np.asarray(seed).dtype.kind not in "biu":
+        raise TypeError("Seed must be an integer.")
+    if not 0 <= int(seed) < 2 ** 64:
+        raise ValueError("Seed must be an integer between 0 and 2**64 - 1")
     return int(seed)
 
 
-def _draw(kind, values):
+def _draw(kind, values, launches=1):
     S.not_in_fuse(f"cupy.random {kind}")
-    S.launch(f"random:{kind}")
+    S.launch(f"random:{kind}", launches)
     return _core._new(values)
 
 
@@ -50,7 +56,8 @@ class RandomState:
 
     def random_sample(self, size=None, dtype=float):
         S.used["random.RandomState.random_sample"] += 1
-        return _draw("random_sample", self._generator.random(size, dtype=_float_dtype(dtype)))
+        values = self._generator.random(size, dtype=_float_dtype(dtype))
+        return _draw("random_sample", values, 2)       # cuRAND's draw, then CuPy's mod-1 kernel
 
     def standard_normal(self, size=None, dtype=float):
         S.used["random.RandomState.standard_normal"] += 1
