@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import nn
+from conftest import child_env
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,8 @@ TINY = ["--image-size", "16", "--channels", "8", "--res-channels", "4", "--res-b
 
 
 def run(script, *args, expect=0):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=ROOT)
+    env = child_env(OPENBLAS_NUM_THREADS="1")      # the CuPy stand-in too, where a session uses it
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == expect, result.stdout + result.stderr
@@ -108,7 +110,8 @@ def test_held_out_bits_are_on_maps_the_prior_never_saw(full_run):
 def interrupt_after_first_epoch(out, device, *args):
     """Start a training run, press Ctrl-C (SIGINT) once its first epoch line appears; the run must
     save a checkpoint and exit with code 130."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=ROOT)
+    env = child_env(OPENBLAS_NUM_THREADS="1")      # the CuPy stand-in too, where a session uses it
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train_vqvae.py"), "--out",
                                 str(out), *TINY, "--device", device, *args], cwd=ROOT, env=env,
                                text=True,

@@ -403,6 +403,12 @@ def _labels32(shape, classes, device):
     return to_device(np.arange(int(np.prod(shape))).reshape(shape) % classes, device)
 
 
+def _running_stats(x):
+    """Running mean 0 and variance 1 for 2 channels, on x's device (as BatchNorm2d's buffers)."""
+    return (nn.backend.to_device(np.zeros(2, np.float32), x.device),
+            nn.backend.to_device(np.ones(2, np.float32), x.device))
+
+
 FLOAT32_CASES = {
     "linear": (lambda x, w, b: F.linear(x, w, b), [(3, 4), (2, 4), (2,)]),
     "relu": (F.relu, [(2, 3)]),
@@ -414,9 +420,9 @@ FLOAT32_CASES = {
     "log": (lambda x: F.log(x * x + 1.0), [(2, 3)]),
     "sqrt": (lambda x: F.sqrt(x * x + 1.0), [(2, 3)]),
     "batch_norm_train": (lambda x, w, b: F.batch_norm(
-        x, np.zeros(2, np.float32), np.ones(2, np.float32), w, b, training=True), [(3, 2, 2, 2), (2,), (2,)]),
+        x, *_running_stats(x), w, b, training=True), [(3, 2, 2, 2), (2,), (2,)]),
     "batch_norm_eval": (lambda x, w, b: F.batch_norm(
-        x, np.zeros(2, np.float32), np.ones(2, np.float32), w, b), [(3, 2, 2, 2), (2,), (2,)]),
+        x, *_running_stats(x), w, b), [(3, 2, 2, 2), (2,), (2,)]),
     "instance_norm": (lambda x, w, b: F.instance_norm(x, w, b), [(2, 2, 2, 2), (2,), (2,)]),
     "adain": (F.adain, [(2, 2, 2, 2), (2, 2), (2, 2)]),
     "dropout": (lambda x: F.dropout(x, 0.5, rng=0), [(4, 4)]),

@@ -32,6 +32,7 @@ def test_gradcheck_conv2d_stride2_padding1_nonsquare(device):
 
 def test_gradcheck_conv_transpose2d_output_padding(device):
     deconv = nn.ConvTranspose2d(2, 3, kernel_size=3, stride=2, padding=1, output_padding=1)
+    deconv.to(device)
     x = random_input(device, 2, 2, 3, 3)
     assert deconv(x.float()).shape == (2, 3, 6, 6)
     check_module(deconv, device, x)

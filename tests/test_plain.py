@@ -195,7 +195,8 @@ def test_dcgan_training_steps_equal_with_the_plain_versions(device, rng):
         assert ("Conv2d" in ops) == (version == "fast")     # the switch reached every layer
         state = [a for opt in (opt_g, opt_d) for s in opt.state_dict()["state"].values()
                  for a in (s["exp_avg"], s["exp_avg_sq"])]
-        results[version] = (np.array([[step[k] for k in sorted(step)] for step in losses]),
+        values = [[to_numpy(step[k]) for k in sorted(step)] for step in losses]   # device 0-d
+        results[version] = (np.array(values),
                             [to_numpy(a) for m in (g, d) for a in m.state_dict().values()] + state)
     np.testing.assert_allclose(results["plain"][0], results["fast"][0], rtol=1e-10, atol=1e-10)
     assert_all_close(results["fast"][1], results["plain"][1], 1e-9)

@@ -39,7 +39,8 @@ def test_forward_value_is_the_chosen_code(device):
     vq = quantizer(device)
     out = vq(latents(device))
     quantized = out["quantized"].numpy().transpose(0, 2, 3, 1)    # (N, h, w, D)
-    np.testing.assert_allclose(quantized, vq.codebook.numpy()[out["codes"]], atol=1e-12)
+    codes = nn.backend.to_numpy(out["codes"])                      # on the device: read them
+    np.testing.assert_allclose(quantized, vq.codebook.numpy()[codes], atol=1e-12)
     assert out["codes"].shape == (2, 4, 5)
 
 
@@ -84,7 +85,7 @@ def test_total_quantizer_loss_is_codebook_plus_beta_commitment(device):
     vq = quantizer(device)
     out = vq(latents(device))
     z = latents(device).numpy().transpose(0, 2, 3, 1)
-    squared = ((z - vq.codebook.numpy()[out["codes"]]) ** 2).mean()
+    squared = ((z - vq.codebook.numpy()[nn.backend.to_numpy(out["codes"])]) ** 2).mean()
     np.testing.assert_allclose(out["loss"].item(), squared * (1 + 0.25), rtol=1e-10)
 
 
@@ -94,7 +95,8 @@ def test_ema_update_formula(device):
     flat = np.random.default_rng(5).standard_normal((10, 2))
     codes = np.array([0, 0, 1, 1, 1, 3, 3, 3, 3, 0])        # code 2 unused
     vq.restart_threshold = -1.0                             # no restarts in this test
-    vq.update(nn.backend.to_device(flat, device), codes, np.random.default_rng(0))
+    vq.update(nn.backend.to_device(flat, device), nn.backend.to_device(codes, device),
+              np.random.default_rng(0))
 
     d, eps = 0.99, 1e-5
     counts = np.bincount(codes, minlength=4)

@@ -1,0 +1,2 @@
+"""cupy.lib: only stride_tricks (as_strided)."""
+from . import stride_tricks  # noqa: F401
