@@ -166,8 +166,10 @@ class SynthesisNetwork(nn.Module):
 
         image_R = upsample(image_{R/2}) + alpha * to_image_R(x_R),       image_4 = to_image_4(x_4)
 
-    and every to_image starts at zero, so a new resolution adds detail to the image the lower
-    ones already draw instead of replacing it with its first random guess."""
+    and the to_image of every resolution that is added later (above START_RESOLUTION) starts at
+    zero, so a new resolution adds detail to the image the lower ones already draw instead of
+    replacing it with its first random guess. (All of them at zero would make every first image
+    the same, zero: G then learns the mean slice first and stays collapsed, as measured.)"""
 
     def __init__(self, image_size, w_dim, widths, blur=False, rng=None, skip=False):
         super().__init__()
@@ -177,7 +179,7 @@ class SynthesisNetwork(nn.Module):
         previous = widths[4]
         for r in self.resolutions:
             self.blocks[r] = SynthesisBlock(r, previous, widths[r], w_dim, blur, rng=rng,
-                                            to_image_at_zero=skip)
+                                            to_image_at_zero=skip and r > START_RESOLUTION)
             previous = widths[r]
 
     def forward(self, ws, resolution, alpha=1.0, noise=None, features=None):
