@@ -142,7 +142,8 @@ STYLEGAN_OLD_NAMES = [   # (key prefix in version 1, today's): StyleGAN before i
 # (a run continued with --resume keeps its saved settings; one missing would take today's default).
 SETTINGS_ADDED_LATER = {
     "stylegan": {"blur": False, "diffaugment": "", "gamma_scaling": "none", "critic": "stylegan",
-                 "d_fmap_base": None, "d_fmap_max": None, "lr_d": None, "synthesis": "replace"},
+                 "d_fmap_base": None, "d_fmap_max": None, "lr_d": None, "synthesis": "replace",
+                 "critic_mbstd": 0},
     "vqvae": {"augment": True},
 }
 PRIOR_SETTINGS_ADDED_LATER = {"prior_levels": 0, "prior_dropout": 0.0}   # + prior_batch_size

@@ -333,17 +333,31 @@ class StridedCritic(nn.Module):
     """DCGAN's discriminator (models/dcgan.py: 4x4 stride-2 convolutions, batch norm, LeakyReLU
     0.2, dropout after each hidden layer) as StyleGAN's D. It is not grown: it always works at
     the final size, so the images of a lower phase (G's, faded as G fades them, and the real ones
-    faded the same way) are scaled up to it by repeating pixels before it sees them."""
+    faded the same way) are scaled up to it by repeating pixels before it sees them.
 
-    def __init__(self, image_size=64, ndf=32, dropout=0.4):
+    With mbstd_group > 0, StyleGAN's minibatch standard deviation (one extra 4x4 map: how much
+    the images of a group of mbstd_group differ) comes before the last 4x4 convolution. DCGAN's
+    G has batch norm, which keeps its images apart; StyleGAN's G normalises each image alone, so
+    without this layer D cannot see that G draws one slice again and again (measured: the
+    samples collapsed)."""
+
+    def __init__(self, image_size=64, ndf=32, dropout=0.4, mbstd_group=0):
         super().__init__()
-        self.image_size = image_size
-        self.net = dcgan.init_weights(dcgan.Discriminator(image_size, ndf, dropout=dropout))
+        self.image_size, self.mbstd_group = image_size, mbstd_group
+        layers = list(dcgan.init_weights(dcgan.Discriminator(image_size, ndf, dropout=dropout)).main)
+        self.features = nn.Sequential(*layers[:-1])            # down to (B, 8 ndf, 4, 4)
+        self.score = layers[-1]                                 # 4x4 "valid" conv to one logit
+        if mbstd_group:                                         # one more input map for it
+            self.score = nn.Conv2d(layers[-1].weight.shape[1] + 1, 1, 4, bias=False)
+            nn.init.normal_(self.score.weight, 0.0, 0.02)      # Radford et al.'s initialisation
 
     def forward(self, image, resolution, alpha=1.0):
         if image.shape[-1] < self.image_size:
             image = F.upsample_nearest(image, scale_factor=self.image_size // image.shape[-1])
-        return self.net(image).reshape(image.shape[0], 1)
+        x = self.features(image)
+        if self.mbstd_group:
+            x = F.minibatch_stddev(x, group_size=self.mbstd_group)   # + one map: the spread
+        return self.score(x).reshape(image.shape[0], 1)
 
 
 # ---- real images and the generator average ---------------------------------------------------

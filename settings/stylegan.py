@@ -47,6 +47,9 @@ def flags(description):
                    help="--critic dcgan: its width (default: %(default)s)")
     g.add_argument("--dropout", type=float, default=0.4, rule=between(0, 1, high_included=False),
                    help="--critic dcgan: dropout after its hidden layers (default: %(default)s)")
+    g.add_argument("--critic-mbstd", type=int, default=0, rule=at_least(0),
+                   help="--critic dcgan: minibatch standard deviation over groups of this many "
+                        "images before its last layer, 0 = none (default: %(default)s)")
     g.add_argument("--phase-images", default="16000,16000,12000", rule=phase_list,
                    help="images at each resolution before the final one, from 8x8 up: one number "
                         "for all or a comma list (default: %(default)s)")
@@ -184,7 +187,8 @@ def build(config, seed=0):
                                    seed=seed, blur=config.blur, skip=config.synthesis == "skip")
     if config.critic == "dcgan":
         nn.manual_seed(seed + 1)                  # DCGAN's initialisation draws from nn.init
-        return generator, stylegan.StridedCritic(config.image_size, config.ndf, config.dropout)
+        return generator, stylegan.StridedCritic(config.image_size, config.ndf, config.dropout,
+                                                 config.critic_mbstd)
     discriminator = stylegan.Discriminator(config.image_size, config.d_fmap_base or config.fmap_base,
                                            config.d_fmap_max or config.fmap_max, seed=seed + 1,
                                            blur=config.blur)
