@@ -66,6 +66,11 @@ def upsample(x):
     return F.upsample_nearest(x, scale_factor=2)
 
 
+def smooth_upsample(x):
+    """Nearest-neighbour upsampling, then the [1, 2, 1] blur: R/2 -> R without blocks."""
+    return blur(upsample(x))
+
+
 def downsample(x):
     return F.avg_pool2d(x, 2)
 
@@ -164,7 +169,11 @@ class SynthesisNetwork(nn.Module):
     skip=True (the "skip" generator of StyleGAN2, Karras et al. 2020, figure 7b): the image is
     the sum of every resolution's to_image, each upsampled to R,
 
-        image_R = upsample(image_{R/2}) + alpha * to_image_R(x_R),       image_4 = to_image_4(x_4)
+        image_R = up(image_{R/2}) + alpha * to_image_R(x_R),       image_4 = to_image_4(x_4)
+
+    with up = the [1, 2, 1] blur of the nearest-neighbour upsampling (StyleGAN2 upsamples this
+    path with a [1, 3, 3, 1] filter; nearest alone left every lower resolution's pixels as
+    visible blocks that the higher ones could not cancel, as measured)
 
     and the to_image of every resolution that is added later (above START_RESOLUTION) starts at
     zero, so a new resolution adds detail to the image the lower ones already draw instead of
@@ -196,7 +205,7 @@ class SynthesisNetwork(nn.Module):
                 term = self.blocks[r].to_image(x)
                 if r == resolution and alpha < 1.0 and r > START_RESOLUTION:
                     term = term * alpha                         # the new resolution fades in
-                image = term if image is None else upsample(image) + term   # up(image) + term
+                image = term if image is None else smooth_upsample(image) + term   # up(image) + term
         if self.skip:
             return image
         image = self.blocks[resolution].to_image(x)
