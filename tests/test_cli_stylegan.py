@@ -171,3 +171,35 @@ def test_bad_augmentation_flags_are_refused_before_anything_is_written(tmp_path,
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+# ---- the design options of issue 21 (--synthesis, --critic, D's own width) ----------------------
+
+DESIGNS = {
+    "skip synthesis": ["--synthesis", "skip"],
+    "dcgan critic": ["--critic", "dcgan", "--loss", "ns", "--ndf", "4", "--critic-mbstd", "4",
+                     "--lr-d", "0.0002", "--synthesis", "skip"],
+    "wider critic": ["--d-fmap-base", "64", "--d-fmap-max", "16"],
+}
+
+
+@pytest.mark.parametrize("design", sorted(DESIGNS))
+def test_each_design_option_writes_every_output_and_resumes_exactly(tmp_path, device, design):
+    flags = DESIGNS[design]
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(full, "--epochs", "3", *flags, device=device)
+    for name in ("losses.png", "learning_curve.png", "embedding_pca.png", "report.html",
+                 "samples/epoch_003.png", "phases/res_16/checkpoint.npz"):
+        assert os.path.getsize(full / name) > 0, name
+    config = json.load(open(full / "config.json"))
+    assert all(str(config[flag[2:].replace("-", "_")]) == value
+               for flag, value in zip(flags[::2], flags[1::2])), config
+    train(part, "--epochs", "2", *flags, device=device)            # stops in the 16x16 fade-in
+    train(part, "--epochs", "3", "--resume", device=device)
+    a = experiment.load_checkpoint(part / "checkpoint.npz", "stylegan")
+    b = experiment.load_checkpoint(full / "checkpoint.npz", "stylegan")
+    for part_name in ("generator", "discriminator", "generator_ema"):
+        for key in b[part_name]:
+            np.testing.assert_array_equal(a[part_name][key], b[part_name][key],
+                                          err_msg=f"{part_name}.{key}")
+    np.testing.assert_array_equal(a["history"]["g_loss"], b["history"]["g_loss"])

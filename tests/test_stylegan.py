@@ -17,8 +17,8 @@ from settings.stylegan import Schedule
 TINY = dict(z_dim=8, w_dim=8, mapping_layers=8, fmap_base=64, fmap_max=8)
 
 
-def tiny_generator(image_size=32, device="cpu", seed=0, blur=False):
-    return sg.Generator(image_size, seed=seed, blur=blur, **TINY).to(device)
+def tiny_generator(image_size=32, device="cpu", seed=0, blur=False, skip=False):
+    return sg.Generator(image_size, seed=seed, blur=blur, skip=skip, **TINY).to(device)
 
 
 def tiny_discriminator(image_size=32, device="cpu", seed=1, blur=False):
@@ -302,3 +302,69 @@ def test_lazy_regularisation_adds_the_penalty_times_k(loss):
                                         regularise=True, rng=np.random.default_rng(1))
     assert "penalty" not in log and lazy_log["penalty"] > 0
     assert lazy.item() == pytest.approx(plain.item() + 4 * lazy_log["penalty"], rel=1e-4)
+
+
+# ---- the design options of issue 21: skip synthesis, the strided critic ---------------------------
+
+def test_a_new_resolution_of_the_skip_generator_starts_as_the_smooth_upsampling_of_the_last():
+    """Its to-image layer starts at zero, so at any alpha the image at 16x16 is the image at 8x8
+    upsampled smoothly: a new resolution adds detail, it does not replace the image."""
+    G = tiny_generator(image_size=16, skip=True)
+    assert np.all(G.synthesis.blocks[16].to_image.weight.numpy() == 0)
+    assert np.any(G.synthesis.blocks[8].to_image.weight.numpy() != 0)   # the first two: drawn
+    z = latent(4, "cpu")
+    with nn.no_grad():
+        at8 = G(z, 8, noise=noise_for(4, 8, "cpu"))
+        for alpha in (0.3, 1.0):
+            at16 = G(z, 16, alpha, noise=noise_for(4, 16, "cpu"))
+            np.testing.assert_allclose(at16.numpy(), sg.smooth_upsample(at8).numpy(), atol=1e-6)
+
+
+def test_the_skip_generator_is_gradient_checked_while_fading_in(device):
+    G = sg.Generator(16, z_dim=4, w_dim=4, mapping_layers=1, fmap_base=16, fmap_max=2,
+                     skip=True).to(device).double()
+    for p in G.parameters():                    # the late to-image layers too (they start at 0)
+        p.data = p.data + nn.Tensor(np.random.default_rng(1).normal(0, 0.3, p.shape)).to(device).data
+    z = nn.Tensor(np.random.default_rng(2).standard_normal((4, 4)), requires_grad=True).to(device)
+    z.requires_grad = True
+    noise = [nn.Tensor(n.data.astype(np.float64)).to(device) for n in noise_for(4, 16, device)]
+    assert nn.gradcheck(lambda z: G(z, 16, 0.5, noise), [z], params=list(G.parameters()),
+                        atol=1e-6, rtol=1e-4)
+
+
+def test_the_skip_generator_trains_every_to_image_layer_up_to_its_resolution():
+    G = tiny_generator(image_size=32, skip=True)
+    trained = {id(p) for p in sg.parameters_at(G, 32)}
+    assert all(id(G.synthesis.blocks[r].to_image.weight) in trained for r in (4, 8, 16, 32))
+    plain = {id(p) for p in sg.parameters_at(tiny_generator(image_size=32), 32)}
+    assert id(tiny_generator(image_size=32).synthesis.blocks[4].to_image.weight) not in plain
+
+
+@pytest.mark.parametrize("mbstd", [0, 4])
+def test_the_strided_critic_scales_low_resolutions_up_and_is_gradient_checked(device, mbstd):
+    nn.manual_seed(0)
+    D = sg.StridedCritic(16, ndf=2, dropout=0.4, mbstd_group=mbstd).to(device).double().eval()
+    x = nn.Tensor(np.random.default_rng(3).uniform(-1, 1, (4, 1, 8, 8)), requires_grad=True)
+    x = x.to(device)
+    x.requires_grad = True
+    with nn.no_grad():
+        low, high = D(x, 8), D(F.upsample_nearest(x, scale_factor=2), 16)
+    np.testing.assert_array_equal(low.numpy(), high.numpy())          # 8x8 is seen at 16x16
+    assert low.shape == (4, 1)
+    assert nn.gradcheck(lambda x: D(x, 8), [x], params=list(D.parameters()), atol=1e-6,
+                        rtol=1e-4)
+    if mbstd:
+        same = nn.Tensor(np.repeat(x.numpy()[:1], 4, axis=0)).to(device)   # a collapsed batch
+        spread = D.features(same)
+        assert float(F.minibatch_stddev(spread, 4).numpy()[:, -1].max()) < 1e-3
+
+
+def test_the_non_saturating_loss_alone_adds_no_penalty():
+    D = tiny_discriminator(image_size=8)
+    rng = np.random.default_rng(0)
+    reals, fakes = (rng.standard_normal((4, 1, 8, 8)).astype(np.float32) for _ in range(2))
+    critic = functools.partial(D, resolution=8, alpha=1.0)
+    with_r1, log_r1 = discriminator_loss(critic, reals, fakes, Loss("ns-r1"), regularise=True)
+    alone, log = discriminator_loss(critic, reals, fakes, Loss("ns"), regularise=True)
+    assert "penalty" not in log and log_r1["penalty"] > 0
+    assert alone.item() == pytest.approx(float(log_r1["d_loss"]), rel=1e-6)
