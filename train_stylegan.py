@@ -210,7 +210,7 @@ def train():
     resolution = int(saved.get("resolution", schedule.at(0)[0]))  # the loop grows it when due
     state = {"generator": G, "discriminator": D, "generator_ema": G_ema, "rng": rng,
              "rng_augment": rng_augment}
-    if cfg.critic == "dcgan":
+    if cfg.critic in ("dcgan", "strided"):
         state["rng_nn"] = nn.init.default_generator()             # its dropout masks
     start_phase(gan, state, resolution, cfg)                      # the optimizers of this phase
     step = run.restore(state)

@@ -34,7 +34,8 @@ from .stylegan_layers import (EqualConv2d, EqualLinear, NoiseInjection, StyleMod
                               lrelu)
 
 START_RESOLUTION = 8
-CRITICS = ("stylegan", "dcgan")   # D: StyleGAN's own, or DCGAN's strided one (StridedCritic)
+CRITICS = ("stylegan", "dcgan", "strided")   # D: StyleGAN's own, DCGAN's strided one
+# (StridedCritic), or that one without batch norm (so that a per-image penalty can be used)
 
 MBSTD_GROUP = 4          # D's minibatch standard deviation works on groups of 4 images
 
@@ -348,12 +349,16 @@ class StridedCritic(nn.Module):
     the images of a group of mbstd_group differ) comes before the last 4x4 convolution. DCGAN's
     G has batch norm, which keeps its images apart; StyleGAN's G normalises each image alone, so
     without this layer D cannot see that G draws one slice again and again (measured: the
-    samples collapsed)."""
+    samples collapsed).
 
-    def __init__(self, image_size=64, ndf=32, dropout=0.4, mbstd_group=0):
+    With batch_norm=False its batch norm layers are left out: each image is then scored on its
+    own, as a gradient penalty (R1, WGAN-GP) needs."""
+
+    def __init__(self, image_size=64, ndf=32, dropout=0.4, mbstd_group=0, batch_norm=True):
         super().__init__()
         self.image_size, self.mbstd_group = image_size, mbstd_group
         layers = list(dcgan.init_weights(dcgan.Discriminator(image_size, ndf, dropout=dropout)).main)
+        layers = [layer for layer in layers if batch_norm or not isinstance(layer, nn.BatchNorm2d)]
         self.features = nn.Sequential(*layers[:-1])            # down to (B, 8 ndf, 4, 4)
         self.score = layers[-1]                                 # 4x4 "valid" conv to one logit
         if mbstd_group:                                         # one more input map for it

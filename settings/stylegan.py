@@ -40,16 +40,18 @@ def flags(description):
     g.add_argument("--d-fmap-max", type=int, default=None, rule=optional(at_least(1)),
                    help="D's own --fmap-max (default: G's)")
     g.add_argument("--critic", choices=stylegan.CRITICS, default="stylegan",
-                   help="D: StyleGAN's own (grown with G), or DCGAN's (strided 4x4 convolutions, "
+                   help="D: StyleGAN's own (grown with G); DCGAN's (strided 4x4 convolutions, "
                         "batch norm, dropout; always at the final size, lower phases scaled up "
-                        "to it; needs --loss ns) (default: %(default)s)")
+                        "to it; needs --loss ns); or strided, DCGAN's without its batch norm "
+                        "(any --loss) (default: %(default)s)")
     g.add_argument("--ndf", type=int, default=32, rule=at_least(1),
-                   help="--critic dcgan: its width (default: %(default)s)")
+                   help="--critic dcgan or strided: its width (default: %(default)s)")
     g.add_argument("--dropout", type=float, default=0.4, rule=between(0, 1, high_included=False),
-                   help="--critic dcgan: dropout after its hidden layers (default: %(default)s)")
+                   help="--critic dcgan or strided: dropout after its hidden layers "
+                        "(default: %(default)s)")
     g.add_argument("--critic-mbstd", type=int, default=0, rule=at_least(0),
-                   help="--critic dcgan: minibatch standard deviation over groups of this many "
-                        "images before its last layer, 0 = none (default: %(default)s)")
+                   help="--critic dcgan or strided: minibatch standard deviation over groups of "
+                        "this many images before its last layer, 0 = none (default: %(default)s)")
     g.add_argument("--phase-images", default="16000,16000,12000", rule=phase_list,
                    help="images at each resolution before the final one, from 8x8 up: one number "
                         "for all or a comma list (default: %(default)s)")
@@ -185,10 +187,10 @@ def build(config, seed=0):
     generator = stylegan.Generator(config.image_size, config.z_dim, config.w_dim,
                                    config.mapping_layers, config.fmap_base, config.fmap_max,
                                    seed=seed, blur=config.blur, skip=config.synthesis == "skip")
-    if config.critic == "dcgan":
+    if config.critic in ("dcgan", "strided"):
         nn.manual_seed(seed + 1)                  # DCGAN's initialisation draws from nn.init
         return generator, stylegan.StridedCritic(config.image_size, config.ndf, config.dropout,
-                                                 config.critic_mbstd)
+                                                 config.critic_mbstd, config.critic == "dcgan")
     discriminator = stylegan.Discriminator(config.image_size, config.d_fmap_base or config.fmap_base,
                                            config.d_fmap_max or config.fmap_max, seed=seed + 1,
                                            blur=config.blur)
