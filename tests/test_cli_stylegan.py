@@ -53,7 +53,8 @@ def test_a_tiny_progressive_run_writes_every_output(finished):
     assert [(r["step"], r["images"], r["resolution"]) for r in curve] == \
         [(2, 16, 8), (3, 24, 8), (4, 32, 16), (6, 48, 16)]
     assert all(0 <= r[k] <= 1 for r in curve for k in ("nn_ssim", "recall", "coverage"))
-    assert curve[0]["ceiling_nn_ssim"] < curve[-1]["ceiling_nn_ssim"] <= 1   # blocky 8x8: lower
+    assert curve[0]["real_nn_ssim"] < curve[-1]["real_nn_ssim"] <= 1   # blocky 8x8: lower
+    assert {"real_pairwise_ssim", "real_recall", "real_coverage"} <= set(curve[0])
     assert os.path.getsize(out / "learning_curve.png") > 0
     epochs = [r for r in records if r["event"] == "epoch"]
     assert [(r["step"], r["resolution"], r["alpha"]) for r in epochs] == \
