@@ -48,14 +48,15 @@ def prior_step_function(size, folder, cache, flags):
     import numpy as np
 
     import nn
+    import settings.vqvae
     import train_vqvae
-    from models import vqvae
-    cfg = train_vqvae.flags().parse_args(["--image-size", str(size), "--device", "gpu", *flags])
+    cfg = settings.vqvae.flags("").parse_args(["--image-size", str(size), "--device", "gpu",
+                                               *flags])
     nn.manual_seed(0)
-    _, prior = vqvae.build(cfg, dropout_generator=np.random.default_rng(3))
+    _, prior = settings.vqvae.build(cfg, dropout_generator=np.random.default_rng(3))
     prior.to("gpu")
     optimizer = nn.optim.Adam(prior.parameters(), lr=cfg.prior_lr)
-    side = vqvae.code_side(cfg)
+    side = settings.vqvae.code_side(cfg)
     codes = np.random.default_rng(0).integers(0, cfg.codes, (8, cfg.prior_batch_size, side, side))
     levels = np.random.default_rng(1).integers(0, max(cfg.prior_levels, 1),
                                                (8, cfg.prior_batch_size))
