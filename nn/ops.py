@@ -185,11 +185,15 @@ class MatMul(Function):
 # The same values as Add, Sub, Mul and Div with c as a 0-d array of x's dtype, bit for bit; c is
 # cast to x's dtype (x.dtype.type(c)), so float32 stays float32 under NumPy 2's and CuPy's rules.
 
-class AddConstant(Function):
-    """y = x + c; gx = gy. (x - c is x + (-c), the same in floating point.)"""
+class WithConstant(Function):
+    """A Function of one Tensor x and a number c, which it holds (self.constant)."""
 
     def __init__(self, constant):
         self.constant = constant
+
+
+class AddConstant(WithConstant):
+    """y = x + c; gx = gy."""
 
     def forward(self, x):
         return x + x.dtype.type(self.constant)
@@ -198,11 +202,18 @@ class AddConstant(Function):
         return gy
 
 
-class SubtractFromConstant(Function):
-    """y = c - x; gx = -gy."""
+class SubtractConstant(WithConstant):
+    """y = x - c; gx = gy."""
 
-    def __init__(self, constant):
-        self.constant = constant
+    def forward(self, x):
+        return x - x.dtype.type(self.constant)
+
+    def backward(self, gy):
+        return gy
+
+
+class SubtractFromConstant(WithConstant):
+    """y = c - x; gx = -gy."""
 
     def forward(self, x):
         return x.dtype.type(self.constant) - x
@@ -211,11 +222,8 @@ class SubtractFromConstant(Function):
         return -gy
 
 
-class MulConstant(Function):
+class MulConstant(WithConstant):
     """y = x * c; gx = gy * c."""
-
-    def __init__(self, constant):
-        self.constant = constant
 
     def forward(self, x):
         return x * x.dtype.type(self.constant)
@@ -224,11 +232,8 @@ class MulConstant(Function):
         return MulConstant(self.constant)(gy)
 
 
-class DivByConstant(Function):
+class DivByConstant(WithConstant):
     """y = x / c; gx = gy / c."""
-
-    def __init__(self, constant):
-        self.constant = constant
 
     def forward(self, x):
         return x / x.dtype.type(self.constant)
@@ -237,11 +242,8 @@ class DivByConstant(Function):
         return DivByConstant(self.constant)(gy)
 
 
-class DivideConstant(Function):
+class DivideConstant(WithConstant):
     """y = c / x; gx = -(gy / x) * c / x (Div's gradient of its second input, in Div's order)."""
-
-    def __init__(self, constant):
-        self.constant = constant
 
     def forward(self, x):
         return x.dtype.type(self.constant) / x
@@ -251,38 +253,20 @@ class DivideConstant(Function):
         return MulConstant(self.constant)(-(gy / x)) / x
 
 
-def add(a, b):
+def _arithmetic(a, b, op, op_with_constant, constant_op):
+    """op(a, b) on Tensors (an array operand becomes one); with a number: op_with_constant(c)(a)
+    when b is the number c, constant_op(c)(b) when a is."""
     if is_number(b):
-        return AddConstant(b)(a)
+        return op_with_constant(b)(a)
     if is_number(a):
-        return AddConstant(a)(b)
-    return Add()(*_as_tensors(a, b))
+        return constant_op(a)(b)
+    return op()(*_as_tensors(a, b))
 
 
-def sub(a, b):
-    if is_number(b):
-        return AddConstant(-b)(a)
-    if is_number(a):
-        return SubtractFromConstant(a)(b)
-    return Sub()(*_as_tensors(a, b))
-
-
-def mul(a, b):
-    if is_number(b):
-        return MulConstant(b)(a)
-    if is_number(a):
-        return MulConstant(a)(b)
-    return Mul()(*_as_tensors(a, b))
-
-
-def div(a, b):
-    if is_number(b):
-        return DivByConstant(b)(a)
-    if is_number(a):
-        return DivideConstant(a)(b)
-    return Div()(*_as_tensors(a, b))
-
-
+def add(a, b): return _arithmetic(a, b, Add, AddConstant, AddConstant)         # c + x = x + c
+def sub(a, b): return _arithmetic(a, b, Sub, SubtractConstant, SubtractFromConstant)
+def mul(a, b): return _arithmetic(a, b, Mul, MulConstant, MulConstant)         # c * x = x * c
+def div(a, b): return _arithmetic(a, b, Div, DivByConstant, DivideConstant)
 def neg(x): return Neg()(x)
 def pow(x, exponent): return Pow(exponent)(x)
 

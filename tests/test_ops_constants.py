@@ -1,7 +1,8 @@
 """A number in Tensor arithmetic (x + 2, 0.5 * x, 1 - x, x / 3, 2 / x) stays a number on the host,
-held by its op (nn/ops.py AddConstant, SubtractFromConstant, MulConstant, DivByConstant,
-DivideConstant): the values and gradients of the 0-d array it used to become, bit for bit, without
-a host-to-device copy per number per call on the GPU (issue 22: ~180 per StyleGAN step)."""
+held by its op (nn/ops.py AddConstant, SubtractConstant, SubtractFromConstant, MulConstant,
+DivByConstant, DivideConstant): the values and gradients of the 0-d array it used to become, bit
+for bit, without a host-to-device copy per number per call on the GPU (issue 22: ~180 per StyleGAN
+step)."""
 import numpy as np
 import pytest
 
