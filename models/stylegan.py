@@ -216,7 +216,7 @@ def make_noise(batch, resolution, rng, like=None, on_host=False):
     the host), or with on_host=True drawn from `rng` on the CPU and copied to that device: the
     same values on every device (`generate`)."""
     device = "cpu" if like is None else like.device
-    xp = np if on_host else nn.backend.array_module_for(device)
+    xp = np if on_host or like is None else nn.backend.get_array_module(like.data)
     shapes = [(batch, 1, r, r) for r in resolutions_up_to(resolution) for _ in range(2)]
     sizes = [math.prod(shape) for shape in shapes]
     values = nn.backend.to_device(F.standard_normal(sum(sizes), np.float32, xp, rng), device)
