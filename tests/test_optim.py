@@ -226,7 +226,7 @@ def test_update_average_moves_weights_and_copies_batch_norm_statistics(device):
     assert np.abs(model[1].running_mean.numpy()).max() > 0       # the statistics really moved
 
 
-# ---- the GPU's fused kernels (cupy.fuse), counted on the CuPy stand-in ----------------------------
+# ---- the GPU's fused kernels (cupy.fuse), counted on the CuPy stand-in ---------------------------
 
 def adam_parameters(device, dtype, shapes=((3, 4), (5,), (2, 3, 3, 3))):
     """Parameters of a few shapes on `device`, and their gradients for 6 steps (NumPy)."""
