@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py              # on the GPU machine, with CuPy: at most 7 minutes
     python benchmarks/gpu_check.py --dry-run    # the same plumbing on the CPU with NumPy: < 1 minute
+    python benchmarks/gpu_check.py --dry-run --standin   # the GPU path on the CuPy stand-in (CI)
     python benchmarks/gpu_check.py --out /tmp/gpu_check --json $OUT/gpu_check.json   # JSON elsewhere
 
 Its parts, in this order; each runs in a child process with a timeout taken from one total budget
@@ -12,7 +13,10 @@ fit in what is left is skipped and says so:
   tests    python -m pytest --device gpu -m "not slow"   (every device-aware test, on CuPy)
   speed    seconds per training image of each model at 64x64 and 256x256: the scripts' own step
            functions, default settings and data loader on synthetic OASIS-shaped slices, warmed up
-           (kernels compiled), then timed in chunks that end by reading the step's values
+           (kernels compiled), then timed in chunks that end by reading the step's values; next
+           to them, kernel launches and host reads per step (count_steps: counted on the CuPy
+           stand-in; a real CuPy has no launch counter, so there only the host reads are
+           checked, with cupyx.allow_synchronize(False))
   pytorch  the DCGAN-256 step (ngf = ndf = 64, batch 32) in our code and in PyTorch CUDA, and the
            ratio (benchmarks/bench_dcgan_step.py), when PyTorch with CUDA is installed
   scripts  train_dcgan.py, train_vqvae.py and train_stylegan.py for a few steps at 64x64 and
@@ -24,7 +28,9 @@ run cut short keeps what it measured; each part's whole output is in <out>/logs/
 installed, pytest-timeout stops any test after 120 s and pytest-xdist runs the test files in 8
 processes (2 in a dry run), which share the GPU. --dry-run runs every part on the CPU with NumPy,
 at 16x16 and 32x32 instead of 64x64 and 256x256, with a couple of steps and a few tests: CI runs
-it to test the plumbing.
+it to test the plumbing. --standin runs it on the CuPy stand-in (tests/cupy_standin: NumPy under
+CuPy's rules, kernel launches and host reads counted) as if it were a GPU: with --dry-run, the GPU
+path of every part at the dry run's sizes, which CI runs; its timings are the CPU's, not a GPU's.
 
 Exit code: 0 when every part ran and passed (the PyTorch comparison may be "optional, skipped"
 when PyTorch, or its CUDA build, is not installed: it is an optional cross-check); 1 when a part
@@ -42,6 +48,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -54,6 +61,7 @@ sys.path.insert(0, BENCHMARKS)
 import machine  # noqa: E402
 import nn  # noqa: E402
 
+STANDIN = os.path.join(ROOT, "tests", "cupy_standin")     # the CuPy stand-in's cupy and cupyx
 MODELS = ("dcgan", "vqvae", "stylegan")
 SCRIPTS = {"dcgan": "train_dcgan.py", "vqvae": "train_vqvae.py", "stylegan": "train_stylegan.py"}
 
@@ -113,6 +121,8 @@ def describe_machine(device):
     try:
         import cupy
         found["cupy"] = cupy.__version__
+        if getattr(cupy, "__standin__", False):
+            found["cupy"] += " (the CuPy stand-in, tests/cupy_standin: NumPy on the CPU)"
         runtime = cupy.cuda.runtime
         found["cuda_runtime"] = version_text(runtime.runtimeGetVersion())
         found["cuda_driver_api"] = version_text(runtime.driverGetVersion())
@@ -178,7 +188,7 @@ def run_child(command, timeout, log_path, env):
     started = time.monotonic()
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   env=dict(os.environ, PYTHONPATH=ROOT, **env),
+                                   env={**os.environ, "PYTHONPATH": ROOT, **env},
                                    start_new_session=True)
         try:
             code = process.wait(timeout=timeout)
@@ -306,7 +316,8 @@ def measure_speed(spec):
                                            wait_for)
         result = {"model": spec["model"], "size": size, "batch": batch, "steps_timed": steps,
                   "seconds_per_step": round(per_step, 5),
-                  "seconds_per_image": round(per_step / batch, 6), "warmup_s": round(warm, 2)}
+                  "seconds_per_image": round(per_step / batch, 6), "warmup_s": round(warm, 2),
+                  **count_steps(step, spec["warmup"] + steps, COUNTED_STEPS, spec["device"])}
         if spec["device"] == "gpu":
             import cupy
             result["gpu_memory_pool_gb"] = round(cupy.get_default_memory_pool().total_bytes()
@@ -315,6 +326,52 @@ def measure_speed(spec):
         write_json(spec["result"], results)      # what is measured survives a timeout
         del step
     return results
+
+
+COUNTED_STEPS = 4      # steps whose launches and host reads are counted (StyleGAN's vary: its
+                       # lazy penalty falls on every --reg-every'th step)
+
+
+def count_steps(step, first, n, device):
+    """Kernel launches, host reads and host-to-device copies per step, over steps first ..
+    first + n - 1, as far as they can be counted: every one on the CuPy stand-in (its counters,
+    cupy._standin); on a real CuPy launches cannot be counted, and host reads are only checked:
+    the steps run under cupyx.allow_synchronize(False), which raises on a read; on NumPy there
+    is no device. The dict says which ("counted")."""
+    if device != "gpu":
+        return {"counted": "nothing: NumPy on the CPU launches no kernels"}
+    import cupy
+    if getattr(cupy, "__standin__", False):
+        launches, reads, copies = [], [], []
+        for i in range(first, first + n):
+            with cupy._standin.counting() as counts:
+                step(i)
+            launches.append(counts.launches)
+            reads.append(counts.host_reads)
+            copies.append(counts.host_to_device)
+        return {"launches_per_step": round(sum(launches) / n, 1),
+                "host_reads_per_step": round(sum(reads) / n, 1),
+                "host_to_device_per_step": round(sum(copies) / n, 1),
+                "counted": f"every launch and host read of {n} steps, by the CuPy stand-in"}
+    found = {"launches_per_step": None,
+             "counted": "host reads only, checked with cupyx.allow_synchronize(False): a real "
+                        "CuPy counts no launches (the stand-in does: "
+                        "tests/cupy_standin/measure_steps.py)"}
+    import cupyx
+    if not hasattr(cupyx, "allow_synchronize"):
+        return dict(found, host_reads_per_step=None,
+                    counted="nothing: this CuPy has no cupyx.allow_synchronize")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")               # allow_synchronize is deprecated
+            with cupyx.allow_synchronize(False):
+                for i in range(first, first + n):
+                    step(i)
+        found["host_reads_per_step"] = 0
+    except cupyx.DeviceSynchronized as error:             # a step read something back
+        found["host_reads_per_step"] = "at least 1"
+        found["host_read"] = str(error)
+    return found
 
 
 def measure_pytorch(spec):
@@ -439,7 +496,10 @@ def run_job(part, name, command, extra, timeout, mode, work, report):
             shutil.rmtree(path)
         elif path and os.path.exists(path):
             os.remove(path)
-    code, seconds, output = run_child(command, timeout, log_path, mode["env"])
+    env = mode["env"]
+    if mode.get("standin") and part not in ("tests", "slow"):   # (pytest finds it: conftest.py)
+        env = dict(env, PYTHONPATH=STANDIN + os.pathsep + ROOT)
+    code, seconds, output = run_child(command, timeout, log_path, env)
     entry = {"part": part, "name": name, "seconds": seconds, "timeout_s": round(timeout, 1),
              "exit_code": code, "log": log_path, "tail": output[-1500:]}
     if part in ("tests", "slow"):
@@ -451,6 +511,9 @@ def run_job(part, name, command, extra, timeout, mode, work, report):
         for result in measured:
             report["seconds_per_image"].setdefault(result["model"], {})[str(result["size"])] = \
                 result["seconds_per_image"]
+            report["per_step"].setdefault(result["model"], {})[str(result["size"])] = {
+                "launches": result.get("launches_per_step"),
+                "host_reads": result.get("host_reads_per_step"), "counted": result["counted"]}
             report["speed"].append(result)
     elif part == "pytorch":
         result = read_json(extra["result"]) or {}
@@ -475,15 +538,35 @@ def line_for(entry):
     return f"{entry['name']}: {entry['status']}{details} in {entry['seconds']:.0f} s"
 
 
+def use_standin(dry_run):
+    """--standin: the CuPy stand-in as this process's `cupy` (the children get it through
+    PYTHONPATH, pytest through conftest.py). None, or why it cannot be used."""
+    if not dry_run:
+        return ("--standin needs --dry-run: the stand-in computes on the CPU, and at a GPU's "
+                "sizes and widths the check would take hours")
+    if STANDIN not in sys.path and importlib.util.find_spec("cupy") is not None:
+        return "--standin: CuPy is installed here; run the check on it, without --standin"
+    if STANDIN not in sys.path:
+        sys.path.insert(0, STANDIN)
+    return None
+
+
 def check(args):
-    mode = MODES["dry-run" if args.dry_run else "gpu"]
+    mode = dict(MODES["dry-run" if args.dry_run else "gpu"])
+    if args.standin:
+        refused = use_standin(args.dry_run)
+        if refused:
+            print(f"gpu_check: {refused}", file=sys.stderr)
+            return 2
+        mode.update(device="gpu", standin=True)
     budget = Budget(args.budget)
     work = os.path.abspath(args.out)
     os.makedirs(work, exist_ok=True)
     report_path = os.path.abspath(args.json or os.path.join(work, "gpu_check.json"))
     report = {"dry_run": args.dry_run, "budget_s": args.budget, "started": time.strftime("%c"),
-              "machine": describe_machine(mode["device"]), "parts": [], "seconds_per_image": {},
-              "speed": [], "pytorch": None, "scripts": {}}
+              "standin": args.standin, "machine": describe_machine(mode["device"]), "parts": [],
+              "seconds_per_image": {}, "per_step": {}, "speed": [], "pytorch": None,
+              "scripts": {}}
     print("machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()), flush=True)
     if not args.dry_run:
         reason = nn.backend.gpu_unavailable_reason()
@@ -514,18 +597,36 @@ def check(args):
 
 
 def print_summary(report, path):
-    print("\nseconds per training image (default settings):")
+    where = " on the CuPy stand-in: the CPU's seconds, not a GPU's" if report["standin"] else ""
+    settings = "the dry run's tiny settings" if report["dry_run"] else "default settings"
+    print(f"\nseconds per training image ({settings}{where}), and per step the kernel launches "
+          "and host reads:")
     for model, sizes in report["seconds_per_image"].items():
-        print(f"  {model:<9}" + "".join(f"  {size}x{size} {seconds:.5f}"
+        counts = report["per_step"].get(model, {})
+        print(f"  {model:<9}" + "".join(f"  {size}x{size} {seconds:.5f} s"
+                                        f"{per_step_text(counts.get(size))}"
                                         for size, seconds in sizes.items()))
+    counted = {c["counted"] for sizes in report["per_step"].values() for c in sizes.values()}
+    for text in sorted(counted):
+        print(f"  (counted: {text})")
     result = report["pytorch"] or {}
     if result.get("status") == "measured":
         print(f"DCGAN {result['size']}x{result['size']} step (ngf = ndf = {result['ngf_ndf']}, "
-              f"batch {result['batch']}): ours {result['ours_ms']} ms, PyTorch "
-              f"{result['torch_ms']} ms, ratio {result['ratio']}")
+              f"batch {result['batch']}): ours {result['ours_ms']} ms{where and ' (stand-in)'}, "
+              f"PyTorch {result['torch_ms']} ms, ratio {result['ratio']}")
     elif result:
         print(f"PyTorch comparison: {result.get('status')}, {result.get('reason', '')}")
     print(f"every figure: {path}")
+
+
+def per_step_text(counts):
+    """" (816 launches, 0 host reads)" from a report's per_step entry ("-" where not counted)."""
+    if not counts or (counts["launches"] is None and counts["host_reads"] is None):
+        return ""
+    launches = "-" if counts["launches"] is None else f"{counts['launches']:g}"
+    reads = counts["host_reads"]
+    reads = "-" if reads is None else f"{reads:g}" if isinstance(reads, (int, float)) else reads
+    return f" ({launches} launches, {reads} host reads)"
 
 
 # ---- files and flags -------------------------------------------------------------------------------
@@ -552,6 +653,9 @@ def main(argv=None):
                    help="folder for gpu_check.json, the logs and the runs (default: %(default)s)")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="where to write the figures (default: <out>/gpu_check.json)")
+    p.add_argument("--standin", action="store_true",
+                   help="with --dry-run: the GPU path on the CuPy stand-in (tests/cupy_standin), "
+                        "kernel launches and host reads counted (CI runs it)")
     p.add_argument("--budget", type=float, default=420.0,
                    help="total seconds for every part (default: %(default)s)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)   # the parent's child processes

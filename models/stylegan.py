@@ -216,17 +216,24 @@ class SynthesisNetwork(nn.Module):
         return image
 
 
-def make_noise(batch, resolution, rng, like=None):
-    """Per-layer noise inputs: two (B, 1, r, r) standard-normal arrays for every resolution r.
+def make_noise(batch, resolution, rng, like=None, on_host=False):
+    """Per-layer noise inputs: two (B, 1, r, r) standard-normal float32 arrays for every
+    resolution r, cut from one draw of all their values (one kernel on the GPU).
 
-    Drawn on the CPU from `rng` (a numpy Generator) so that runs are reproducible and resumable,
-    then moved to `like`'s device."""
+    `rng` is a NumPy Generator; its state, saved in a checkpoint, decides the values, so runs are
+    reproducible and resume exactly. They are drawn on `like`'s device (nn.functional's
+    standard_normal: on the GPU by its cuRAND generator, seeded from `rng`: nothing is copied from
+    the host), or with on_host=True drawn from `rng` on the CPU and copied to that device: the
+    same values on every device (`generate`)."""
     device = "cpu" if like is None else like.device
-    noise = []
-    for r in resolutions_up_to(resolution):
-        for _ in range(2):
-            array = rng.standard_normal((batch, 1, r, r)).astype(np.float32)
-            noise.append(nn.Tensor(array).to(device))
+    xp = np if on_host or like is None else nn.backend.get_array_module(like.data)
+    shapes = [(batch, 1, r, r) for r in resolutions_up_to(resolution) for _ in range(2)]
+    sizes = [math.prod(shape) for shape in shapes]
+    values = nn.backend.to_device(F.standard_normal(sum(sizes), np.float32, xp, rng), device)
+    noise, start = [], 0
+    for shape, size in zip(shapes, sizes):
+        noise.append(nn.Tensor(values[start:start + size].reshape(shape)))
+        start += size
     return noise
 
 
@@ -414,13 +421,14 @@ def parameters_at(model, resolution):
 
 
 def generate(generator, z, resolution, noise_rng, psi=None, w_avg=None, batch=32):
-    """Images (N, 1, R, R) as a float32 NumPy array clipped to [-1, 1], in batches, no graph."""
+    """Images (N, 1, R, R) as a float32 NumPy array clipped to [-1, 1], in batches, no graph.
+    The noise is drawn from noise_rng on the host: the same images on every device."""
     device = generator.mapping.layers[0].weight.device
     out = []
     with nn.no_grad():
         for start in range(0, len(z), batch):
             zb = nn.Tensor(np.asarray(z[start:start + batch], dtype=np.float32)).to(device)
-            noise = make_noise(len(zb), resolution, noise_rng, like=zb)
+            noise = make_noise(len(zb), resolution, noise_rng, like=zb, on_host=True)
             image = generator(zb, resolution, noise=noise, w_avg=w_avg, psi=psi)
             out.append(np.clip(image.numpy(), -1.0, 1.0))
     return np.concatenate(out).astype(np.float32)

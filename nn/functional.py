@@ -421,6 +421,17 @@ def _uniform(shape, dtype, xp, rng=None):
     return rng.random(shape, dtype=dtype)
 
 
+def standard_normal(shape, dtype, xp, rng):
+    """N(0, 1) values of `shape` on xp's device, decided by the NumPy Generator `rng` as _uniform's
+    are: on the CPU drawn from `rng` itself; on the GPU by the GPU's one cuRAND generator,
+    reseeded with one integer drawn from `rng` (nothing crosses from the host but that seed). So
+    `rng`'s state, saved in a checkpoint, decides the values on both devices and a resumed run
+    draws what the uninterrupted run drew (StyleGAN's per-layer noise, models/stylegan.py)."""
+    if xp is np:
+        return rng.standard_normal(shape, dtype=dtype)
+    return _gpu_generator(xp, int(rng.integers(2 ** 63))).standard_normal(shape, dtype=dtype)
+
+
 def dropout(x, p=0.5, training=True, rng=None):
     """Inverted dropout: y = x * mask / (1 - p), mask[i] = 0 with probability p, else 1.
 

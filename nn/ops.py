@@ -14,6 +14,7 @@ def as_tensor(value, like):
     """Turn a Python/NumPy scalar or array into a Tensor with `like`'s dtype and device.
 
     This keeps float32 float32: NumPy 2 would promote float32 * np.float64(2) to float64.
+    (Arithmetic with a number does not come here: see is_number.)
     """
     if isinstance(value, Tensor):
         return value
@@ -28,6 +29,13 @@ def _as_tensors(a, b):
     if not isinstance(b, Tensor):
         b = as_tensor(b, a)
     return a, b
+
+
+def is_number(value):
+    """A Python or NumPy number. In x + 2, 0.5 * x, 1 - x, x / 3 ... a number stays a number on
+    the host, held by the op (AddConstant, MulConstant, ...), and reaches the kernel as a scalar
+    argument in x's dtype: no 0-d device array (a host-to-device copy) per number per call."""
+    return isinstance(value, (int, float, np.integer, np.floating))
 
 
 # ---- broadcasting -----------------------------------------------------------------------------
@@ -173,10 +181,92 @@ class MatMul(Function):
                 a.T @ gy if need_b else None)
 
 
-def add(a, b): return Add()(*_as_tensors(a, b))
-def sub(a, b): return Sub()(*_as_tensors(a, b))
-def mul(a, b): return Mul()(*_as_tensors(a, b))
-def div(a, b): return Div()(*_as_tensors(a, b))
+# ---- arithmetic with a number c: y = x + c, c - x, x * c, x / c, c / x ---------------------------
+# The same values as Add, Sub, Mul and Div with c as a 0-d array of x's dtype, bit for bit; c is
+# cast to x's dtype (x.dtype.type(c)), so float32 stays float32 under NumPy 2's and CuPy's rules.
+
+class WithConstant(Function):
+    """A Function of one Tensor x and a number c, which it holds (self.constant)."""
+
+    def __init__(self, constant):
+        self.constant = constant
+
+
+class AddConstant(WithConstant):
+    """y = x + c; gx = gy."""
+
+    def forward(self, x):
+        return x + x.dtype.type(self.constant)
+
+    def backward(self, gy):
+        return gy
+
+
+class SubtractConstant(WithConstant):
+    """y = x - c; gx = gy."""
+
+    def forward(self, x):
+        return x - x.dtype.type(self.constant)
+
+    def backward(self, gy):
+        return gy
+
+
+class SubtractFromConstant(WithConstant):
+    """y = c - x; gx = -gy."""
+
+    def forward(self, x):
+        return x.dtype.type(self.constant) - x
+
+    def backward(self, gy):
+        return -gy
+
+
+class MulConstant(WithConstant):
+    """y = x * c; gx = gy * c."""
+
+    def forward(self, x):
+        return x * x.dtype.type(self.constant)
+
+    def backward(self, gy):
+        return MulConstant(self.constant)(gy)
+
+
+class DivByConstant(WithConstant):
+    """y = x / c; gx = gy / c."""
+
+    def forward(self, x):
+        return x / x.dtype.type(self.constant)
+
+    def backward(self, gy):
+        return DivByConstant(self.constant)(gy)
+
+
+class DivideConstant(WithConstant):
+    """y = c / x; gx = -(gy / x) * c / x (Div's gradient of its second input, in Div's order)."""
+
+    def forward(self, x):
+        return x.dtype.type(self.constant) / x
+
+    def backward(self, gy):
+        x, = self.inputs
+        return MulConstant(self.constant)(-(gy / x)) / x
+
+
+def _arithmetic(a, b, op, op_with_constant, constant_op):
+    """op(a, b) on Tensors (an array operand becomes one); with a number: op_with_constant(c)(a)
+    when b is the number c, constant_op(c)(b) when a is."""
+    if is_number(b):
+        return op_with_constant(b)(a)
+    if is_number(a):
+        return constant_op(a)(b)
+    return op()(*_as_tensors(a, b))
+
+
+def add(a, b): return _arithmetic(a, b, Add, AddConstant, AddConstant)         # c + x = x + c
+def sub(a, b): return _arithmetic(a, b, Sub, SubtractConstant, SubtractFromConstant)
+def mul(a, b): return _arithmetic(a, b, Mul, MulConstant, MulConstant)         # c * x = x * c
+def div(a, b): return _arithmetic(a, b, Div, DivByConstant, DivideConstant)
 def neg(x): return Neg()(x)
 def pow(x, exponent): return Pow(exponent)(x)
 

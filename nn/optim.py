@@ -13,6 +13,11 @@ skipped, and their step count does not advance.
 `update_average(average, model, beta)` keeps an exponential moving average of a model's weights
 (the generator average of StyleGAN and of train_dcgan.py), like torch.optim.swa_utils.
 
+On the GPU each parameter's update is ONE kernel: the element-wise formula (adam_kernel,
+average_kernel) fused by cupy.fuse, instead of a kernel per operation (Adam was 13 launches per
+parameter, the average 3). On the CPU, NumPy runs Adam in place with one scratch array (no
+temporaries), the same numbers; the plain version is nn/plain/optim.py.
+
 State is kept per parameter; `state_dict()` gives plain numbers and NumPy arrays, so it can be
 saved with nn.save, and `load_state_dict()` resumes training exactly. Moving the model with
 `model.to(...)` keeps its Parameter objects, so an optimizer made before the move keeps working;
@@ -24,6 +29,18 @@ import numpy as np
 
 from . import plain
 from .backend import device_of, get_array_module, to_device, to_numpy
+
+_fused = {}   # (array module, function) -> cupy.fuse(function): one kernel, compiled on first use
+
+
+def elementwise(xp, function):
+    """`function` of arrays and scalars, element by element, as ONE kernel on xp's device:
+    cupy.fuse(function) on CuPy (made once per function), the function itself on NumPy."""
+    if xp is np:
+        return function
+    if (xp, function) not in _fused:
+        _fused[xp, function] = xp.fuse(kernel_name=function.__name__)(function)
+    return _fused[xp, function]
 
 
 def _match(array, like):
@@ -183,6 +200,8 @@ class Adam(Optimizer):
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
     m and v start at zero; t counts the steps this parameter has actually taken.
+    On the GPU the update is one fused kernel per parameter (adam_kernel; a second one,
+    decayed_gradient, with weight decay); on the CPU it runs in place with one scratch array.
     Plain version (the update in four lines): nn/plain/optim.py adam_update.
     """
 
@@ -204,8 +223,17 @@ class Adam(Optimizer):
             state["exp_avg_sq"] = xp.zeros_like(param)
         state["step"] += 1
         step, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        if group["weight_decay"] != 0:
-            grad = grad + group["weight_decay"] * param
+        if group["weight_decay"] != 0:                 # a new array: p.grad is left untouched
+            grad = elementwise(xp, decayed_gradient)(grad, param,
+                                                     param.dtype.type(group["weight_decay"]))
+        step_size = group["lr"] / (1.0 - beta1 ** step)
+        bias_correction2_root = math.sqrt(1.0 - beta2 ** step)
+        if xp is not np:                           # the GPU: one kernel, the scalars in p's dtype
+            scalar = param.dtype.type
+            elementwise(xp, adam_kernel)(param, grad, m, v, scalar(beta1), scalar(1.0 - beta1),
+                                         scalar(beta2), scalar(1.0 - beta2), scalar(step_size),
+                                         scalar(bias_correction2_root), scalar(group["eps"]))
+            return
         scratch = xp.multiply(grad, 1.0 - beta1)   # m = beta1 * m + (1 - beta1) * g
         m *= beta1
         m += scratch
@@ -213,24 +241,58 @@ class Adam(Optimizer):
         scratch *= 1.0 - beta2
         v *= beta2
         v += scratch
-        step_size = group["lr"] / (1.0 - beta1 ** step)
         xp.sqrt(v, out=scratch)                    # denominator sqrt(v) / sqrt(1 - beta2^t) + eps
-        scratch /= math.sqrt(1.0 - beta2 ** step)
+        scratch /= bias_correction2_root
         scratch += group["eps"]
         xp.divide(m, scratch, out=scratch)         # p -= step_size * m / denominator
         scratch *= step_size
         param -= scratch
 
 
+def adam_kernel(param, grad, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                bias_correction2_root, eps):
+    """Adam's update of one parameter, element by element, in place (Adam's docstring):
+
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        p = p - step_size * m / (sqrt(v) / bias_correction2_root + eps)
+            with step_size = lr / (1 - beta1^t), bias_correction2_root = sqrt(1 - beta2^t)
+
+    The operations of Adam._update's CPU path in the same order, so on NumPy it gives the same
+    bits. On CuPy, elementwise(cupy, adam_kernel) runs it as one kernel; the scalars come in the
+    arrays' dtype (CuPy compiles one kernel per set of dtypes, and never promotes to float64).
+    """
+    xp = get_array_module(param)
+    m *= beta1
+    m += grad * one_minus_beta1
+    v *= beta2
+    v += grad * grad * one_minus_beta2
+    param -= m / (xp.sqrt(v) / bias_correction2_root + eps) * step_size
+
+
+def decayed_gradient(grad, param, weight_decay):
+    """g = grad + weight_decay * p (Adam's L2 penalty), one kernel on the GPU."""
+    return grad + weight_decay * param
+
+
+def average_kernel(average, value, weight):
+    """average = average + (value - average) * weight, in place: one step of a moving average
+    (one kernel on the GPU: elementwise(cupy, average_kernel))."""
+    average += (value - average) * weight
+
+
 def update_average(average, model, beta):
     """Exponential moving average of weights, for a copy of `model` used to draw samples
     (Karras et al. 2018, section 4.1; Yazici et al. 2019, "The unusual effectiveness of averaging
-    in GAN training"):   theta_avg <- beta * theta_avg + (1 - beta) * theta.
+    in GAN training"):   theta_avg <- beta * theta_avg + (1 - beta) * theta
+                                    = theta_avg + (theta - theta_avg) * (1 - beta),
+    one kernel per parameter on the GPU (average_kernel).
 
     Buffers (batch norm's running statistics) are copied from `model` as they are: they describe
     the activations of the trained weights, which the averaged weights stay close to.
     """
     for p_avg, p in zip(average.parameters(), model.parameters()):
-        p_avg.data += (p.data - p_avg.data) * p.data.dtype.type(1.0 - beta)
+        update = elementwise(get_array_module(p.data), average_kernel)
+        update(p_avg.data, p.data, p.data.dtype.type(1.0 - beta))
     for b_avg, b in zip(average.buffers(), model.buffers()):
         b_avg.data[...] = b.data

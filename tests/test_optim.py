@@ -224,3 +224,89 @@ def test_update_average_moves_weights_and_copies_batch_norm_statistics(device):
     assert average[0].weight.dtype == np.float32
     np.testing.assert_array_equal(average[1].running_mean.numpy(), model[1].running_mean.numpy())
     assert np.abs(model[1].running_mean.numpy()).max() > 0       # the statistics really moved
+
+
+# ---- the GPU's fused kernels (cupy.fuse), counted on the CuPy stand-in ---------------------------
+
+def adam_parameters(device, dtype, shapes=((3, 4), (5,), (2, 3, 3, 3))):
+    """Parameters of a few shapes on `device`, and their gradients for 6 steps (NumPy)."""
+    rng = np.random.default_rng(0)
+    params = [parameter(rng.standard_normal(shape), device, dtype) for shape in shapes]
+    grads = [[rng.standard_normal(shape) for shape in shapes] for _ in range(6)]
+    return params, grads
+
+
+def adam_steps(params, grads, plain=False, **settings):
+    """Adam over `params` for every step of `grads`; with plain=True under nn.plain.on()."""
+    optimizer = nn.optim.Adam(params, **settings)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            set_grad(p, g)
+        with nn.plain.on(plain):
+            optimizer.step()
+    return [p.numpy() for p in params]
+
+
+ADAM = dict(lr=0.01, betas=(0.5, 0.99), eps=1e-6)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_the_fused_adam_equals_the_plain_adam_over_several_steps(cupy_standin, weight_decay):
+    """The GPU's one-kernel Adam (adam_kernel under cupy.fuse, float32) against the 4-line plain
+    version (nn/plain/optim.py) in float64, over 6 steps: float32 rounding apart, the same."""
+    params, grads = adam_parameters("gpu", np.float32)
+    fused = adam_steps(params, grads, weight_decay=weight_decay, **ADAM)
+    reference_params, _ = adam_parameters("cpu", np.float64)
+    reference = adam_steps(reference_params, grads, plain=True, weight_decay=weight_decay, **ADAM)
+    for found, expected in zip(fused, reference):
+        assert found.dtype == np.float32
+        np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-6)
+    assert cupy_standin._standin.counters()["by_kind"].get("fuse:adam_kernel", 0) == 6 * 3
+
+
+def test_the_adam_kernel_computes_the_cpu_paths_bits():
+    """adam_kernel run as a plain function (what cupy.fuse does with NumPy arrays) does the CPU
+    path's operations in the same order: the same float32 bits."""
+    params, grads = adam_parameters("cpu", np.float32)
+    cpu_path = adam_steps(params, grads, **ADAM)
+    p = np.asarray(adam_parameters("cpu", np.float32)[0][0].data)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    beta1, beta2 = ADAM["betas"]
+    for t, step_grads in enumerate(grads, start=1):
+        f = np.float32
+        nn.optim.adam_kernel(p, step_grads[0].astype(np.float32), m, v, f(beta1), f(1 - beta1),
+                             f(beta2), f(1 - beta2), f(ADAM["lr"] / (1 - beta1 ** t)),
+                             f(np.sqrt(1 - beta2 ** t)), f(ADAM["eps"]))
+    np.testing.assert_array_equal(p, cpu_path[0])
+
+
+@pytest.mark.parametrize("weight_decay, per_parameter", [(0.0, 1), (0.1, 2)])
+def test_adam_on_the_gpu_launches_at_most_two_kernels_per_parameter(cupy_standin, weight_decay,
+                                                                      per_parameter):
+    """Issue 22's target: at most 2 launches per parameter per step (it was 13): one fused
+    kernel, and one more for the weight decay when there is one."""
+    params, grads = adam_parameters("gpu", np.float32)
+    optimizer = nn.optim.Adam(params, weight_decay=weight_decay, **ADAM)
+    for step_grads in grads[:2]:
+        for p, g in zip(params, step_grads):
+            set_grad(p, g)
+        with cupy_standin._standin.counting() as counts:
+            optimizer.step()                  # the first step also makes m and v (2 fills each)
+    assert counts.launches == per_parameter * len(params), \
+        f"Adam launched {counts.launches} kernels for {len(params)} parameters: {counts.by_kind}"
+    assert counts.host_reads == 0 and counts.host_to_device == 0
+
+
+def test_the_average_of_g_is_one_kernel_per_parameter_on_the_gpu(cupy_standin):
+    rng = np.random.default_rng(1)
+    model, average = (nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)) for _ in range(2))
+    for p in list(model.parameters()) + list(average.parameters()):
+        p.data[...] = rng.standard_normal(p.shape)
+    expected = [a.numpy() + (p.numpy() - a.numpy()) * np.float32(1 - 0.9)
+                for a, p in zip(average.parameters(), model.parameters())]
+    model.to("gpu"), average.to("gpu")
+    with cupy_standin._standin.counting() as counts:
+        nn.optim.update_average(average, model, beta=0.9)
+    assert counts.launches == 4, f"{counts.launches} launches for 4 parameters: {counts.by_kind}"
+    for found, want in zip(average.parameters(), expected):
+        np.testing.assert_array_equal(found.numpy(), want)       # NumPy's bits: one formula

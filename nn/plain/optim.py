@@ -1,5 +1,7 @@
 """Adam's update in four lines: the plain version of nn/optim.py Adam._update, which computes
-the same with in-place operations and one scratch array (no temporaries per step)."""
+the same with in-place operations and one scratch array on the CPU (no temporaries per step), and
+as one fused kernel per parameter on the GPU (adam_kernel). tests/test_optim.py checks that they
+agree."""
 from ..backend import get_array_module
 
 

@@ -6,12 +6,15 @@ stand-in (no GPU needed):
 
 Each step is the one its script runs (benchmarks/gpu_check.py's training_step: the script's own
 step function and default settings, the moving average of G included for DCGAN and StyleGAN;
-the PixelCNN prior's step as train_vqvae.py's stage 2 runs it), at the default depth for each
-image size but with tiny widths and batches (--ngf 4, --fmap-max 8, ...): launches depend on the
-layers and the image size, not on the widths or the batch size (tests/test_cupy_standin.py checks
-that), as long as no width is 1 (a weight with a dimension of 1 may be contiguous after a
-transpose, which saves a copy). One step first (warm-up: Adam's state is made then), then `steps` steps counted; StyleGAN's
-lazy penalty falls on every --reg-every'th step, so its min and max differ.
+the PixelCNN prior's step as train_vqvae.py's stage 2 runs it), at the scripts' DEFAULT widths
+and depth for each image size, with a batch of 4 (SMALL_BATCH). The widths matter: the
+convolution engine picks a route per layer shape by its estimated cost (nn/conv.py
+_uses_gather), and the routes launch different numbers of kernels. The batch size does not
+(tests/test_cupy_standin.py checks it), except through StyleGAN's random draws: with another
+batch size the host generator decides style mixing differently, step by step, so StyleGAN's
+figures are means over the steps. One step first (warm-up: Adam's state is made then), then
+`steps` steps counted; StyleGAN's lazy penalty falls on every --reg-every'th step, so its min
+and max differ.
 
 Host reads per step should be 0: the scripts read a step's values to the host only every
 experiment.run.READ_EVERY steps, all at once (one read), and that read is not part of a step.
@@ -25,11 +28,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
-TINY = {"dcgan": ["--ngf", "4", "--ndf", "4", "--nz", "8", "--batch-size", "2"],
-        "vqvae": ["--channels", "8", "--res-channels", "4", "--codes", "16", "--code-dim", "4",
-                  "--batch-size", "2"],
-        "stylegan": ["--fmap-max", "8", "--z-dim", "8", "--w-dim", "8", "--batch-size", "2"]}
-# (StyleGAN keeps its default --fmap-base 512: widths min(8, 512 / R) are never 1 up to 256x256)
+SMALL_BATCH = {"dcgan": ["--batch-size", "4"], "vqvae": ["--batch-size", "4"],
+               "vqvae-prior": ["--prior-batch-size", "4"], "stylegan": ["--batch-size", "4"]}
 MODELS = ("dcgan", "vqvae", "vqvae-prior", "stylegan")
 
 
@@ -48,14 +48,15 @@ def prior_step_function(size, folder, cache, flags):
     import numpy as np
 
     import nn
+    import settings.vqvae
     import train_vqvae
-    from models import vqvae
-    cfg = train_vqvae.flags().parse_args(["--image-size", str(size), "--device", "gpu", *flags])
+    cfg = settings.vqvae.flags("").parse_args(["--image-size", str(size), "--device", "gpu",
+                                               *flags])
     nn.manual_seed(0)
-    _, prior = vqvae.build(cfg, dropout_generator=np.random.default_rng(3))
+    _, prior = settings.vqvae.build(cfg, dropout_generator=np.random.default_rng(3))
     prior.to("gpu")
     optimizer = nn.optim.Adam(prior.parameters(), lr=cfg.prior_lr)
-    side = vqvae.code_side(cfg)
+    side = settings.vqvae.code_side(cfg)
     codes = np.random.default_rng(0).integers(0, cfg.codes, (8, cfg.prior_batch_size, side, side))
     levels = np.random.default_rng(1).integers(0, max(cfg.prior_levels, 1),
                                                (8, cfg.prior_batch_size))
@@ -77,7 +78,7 @@ def measure(model, size, steps, folder, cache, flags=None, trace=False):
     import gpu_check
     if not getattr(cupy, "__standin__", False):
         raise RuntimeError("measure_steps counts on the CuPy stand-in; a real CuPy is imported")
-    flags = TINY[model.split("-")[0]] if flags is None else flags
+    flags = SMALL_BATCH[model] if flags is None else flags
     if model == "vqvae-prior":
         step, _ = prior_step_function(size, folder, cache, flags)
     else:
