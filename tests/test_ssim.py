@@ -161,3 +161,16 @@ def test_agrees_with_scikit_image(rng):
     expected = skimage_metrics.structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
                                                      use_sample_covariance=False, data_range=2.0)
     assert metrics.ssim(a, b) == pytest.approx(expected, abs=1e-12)
+
+
+def test_large_images_are_searched_in_float32_within_1e_6_of_float64(rng):
+    """nearest_neighbour_ssim compares images larger than 64x64 in float32 (twice as fast)."""
+    real = rng.uniform(-1, 1, (9, 96, 96))
+    samples = np.clip(real[[1, 4, 7]] + rng.normal(0, 0.3, (3, 96, 96)), -1, 1)
+    exact = metrics.ssim_matrix(samples, real)                       # float64
+    single = metrics.ssim_matrix(samples, real, dtype=np.float32)
+    np.testing.assert_allclose(single, exact, atol=1e-6)
+    assert np.abs(single - exact).max() > 0                           # really computed apart
+    values, index = metrics.nearest_neighbour_ssim(samples, real, return_index=True)
+    np.testing.assert_allclose(values, exact.max(axis=1), atol=1e-6)
+    assert index.tolist() == [1, 4, 7]
