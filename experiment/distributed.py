@@ -101,7 +101,7 @@ comm = None              # mpi4py's MPI.COMM_WORLD once connected with size > 1
 MPI = None               # the mpi4py.MPI module, likewise
 cuda_aware = False       # CuPy arrays go to MPI directly (True) or through the host
 library = ""             # the MPI library's name and version, for the log
-traffic = {"allreduce_bytes": 0, "allreduce_seconds": 0.0, "allreduce_calls": 0}   # measured
+traffic = {}             # kind -> {"calls", "bytes", "seconds"}: what this process sent (measured)
 _scratch = None
 
 
@@ -129,7 +129,7 @@ def connect():
     if world.Get_size() == 1:              # `mpiexec -n 1`: one process, as without mpiexec
         return
     MPI, comm, rank, size = mpi, world, world.Get_rank(), world.Get_size()
-    library = mpi.Get_library_version().splitlines()[0].strip()
+    library = " ".join(mpi.Get_library_version().splitlines()[0].split())   # "MPICH Version: 5.0.2"
     cuda_aware = _cuda_aware()
     if rank != 0:
         sys.stdout = open(os.devnull, "w")
@@ -367,11 +367,7 @@ def average_gradients(params):
                         f"{sorted({str(g.dtype) for g in grads})}; one flat buffer needs one")
     xp = get_array_module(grads[0])
     flat = xp.concatenate([g.reshape(-1) for g in grads])
-    started = time.perf_counter()
-    _sum_in_place(flat)
-    traffic["allreduce_seconds"] += time.perf_counter() - started
-    traffic["allreduce_bytes"] += flat.nbytes
-    traffic["allreduce_calls"] += 1
+    _sum_in_place(flat, "gradients")
     flat *= flat.dtype.type(1.0 / size)
     offset = 0
     for p, g in zip(params, grads):
@@ -382,13 +378,14 @@ def average_gradients(params):
 def all_sum(array):
     """A new array: `array` summed over the processes (synchronised BatchNorm's statistics)."""
     total = array.copy()
-    _sum_in_place(total)
+    _sum_in_place(total, "batch norm")
     return total
 
 
-def _sum_in_place(array):
+def _sum_in_place(array, kind):
     """array <- the sum over the processes of array (MPI Allreduce, in place). A CuPy array goes
-    through the host unless MPI is CUDA-aware."""
+    through the host unless MPI is CUDA-aware. Counted in traffic[kind]."""
+    started = time.perf_counter()
     if is_cupy_array(array) and not cuda_aware:
         host = array.get()
         comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
@@ -396,6 +393,15 @@ def _sum_in_place(array):
     else:
         _wait_for_gpu(array)
         comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+    _count(kind, array.nbytes, started)
+
+
+def _count(kind, nbytes, started):
+    """Add one call of `nbytes` that began at perf_counter() `started` to traffic[kind]."""
+    entry = traffic.setdefault(kind, {"calls": 0, "bytes": 0, "seconds": 0.0})
+    entry["calls"] += 1
+    entry["bytes"] += int(nbytes)
+    entry["seconds"] += time.perf_counter() - started
 
 
 def _wait_for_gpu(array):
@@ -414,14 +420,17 @@ def whole_batch(*arrays, images):
         return arrays
     gathered = []
     for array in arrays:
-        xp = get_array_module(array)
-        per_image = array.reshape((images, -1) + array.shape[1:])
-        host = to_numpy(per_image) if is_cupy_array(array) and not cuda_aware else per_image
-        _wait_for_gpu(host)
-        host = get_array_module(host).ascontiguousarray(host)
-        every = get_array_module(host).empty((size,) + host.shape, host.dtype)
-        comm.Allgather(host, every)             # every[r] = process r's images
-        every = xp.asarray(every).swapaxes(0, 1)   # [i, r]: global image r + N i
+        started, xp = time.perf_counter(), get_array_module(array)
+        mine = array.reshape((images, -1) + array.shape[1:])      # (images, rows of each, ...)
+        if is_cupy_array(mine) and not cuda_aware:
+            mine = to_numpy(mine)
+        _wait_for_gpu(mine)
+        mine = get_array_module(mine).ascontiguousarray(mine)
+        every = get_array_module(mine).empty((size,) + mine.shape, mine.dtype)
+        comm.Allgather(mine, every)              # every[r]: process r's images
+        _count("whole batch", every.nbytes, started)
+        # image i of process r is image r + N i of the global batch: put the axes in order [i, r]
+        every = xp.asarray(every).transpose((1, 0) + tuple(range(2, every.ndim)))
         gathered.append(xp.ascontiguousarray(every).reshape((-1,) + array.shape[1:]))
     return tuple(gathered)
 

@@ -69,6 +69,9 @@ class Run:
         self.progress = Progress()
         os.makedirs(self.out, exist_ok=True)
         remove_temporaries(self.out)       # left by a writer that was killed (see files.py)
+        parallel = {} if distributed.size == 1 else {    # in the log: how the processes share
+            "processes": distributed.size,
+            "data_parallel": distributed.describe(device, getattr(config, "sync_batchnorm", False))}
         if checkpoint is not None:
             self.history = {k: [float(v) for v in np.asarray(values).ravel()]
                             for k, values in checkpoint.get("history", {}).items()}
@@ -80,14 +83,13 @@ class Run:
             self.epoch_end_step = int(checkpoint["epoch_end_step"])
             self._truncate_log(checkpoint)
             self.log("resume", step=checkpoint["step"], epoch=checkpoint["epoch"],
-                     command=command_line())
+                     command=command_line(), **parallel)
         else:
             for name in (METRICS, CHECKPOINT, "losses.png"):
                 if os.path.exists(self.path(name)):
                     os.remove(self.path(name))
-            processes = {"processes": distributed.size} if distributed.size > 1 else {}
             self.log("start", model=model, device=device, config=vars(config),
-                     command=command_line(), **processes)
+                     command=command_line(), **parallel)
         self.write_config()
 
     def write_config(self):
