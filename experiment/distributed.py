@@ -486,7 +486,7 @@ def stop(message, code, everywhere=False):
     (`everywhere`): rank 0 prints `message` and each process exits with `code`. An error of one
     process alone: it prints it (naming its rank) and calls MPI_Abort, which ends every process
     (the others would otherwise wait for it forever)."""
-    if size == 1 or everywhere:
+    if comm is None or everywhere:
         if rank == 0:
             print(message, file=sys.stderr)
         sys.exit(code)
