@@ -230,59 +230,54 @@ def share():
     return rank, size
 
 
-def deal(rows, rank_=None, size_=None):
-    """This process's share of a global batch: rows rank, rank + size, rank + 2 size, ... of the
-    first axis (a contiguous copy), or `rows` itself when one process runs."""
-    rank_, size_ = (rank if rank_ is None else rank_), (size if size_ is None else size_)
-    if size_ == 1:
+def deal(rows, share=None):
+    """This process's share of a global batch: rows rank, rank + N, rank + 2N, ... of the first
+    axis (a contiguous copy), or `rows` itself when one process runs. share: (rank, N), this
+    process's by default."""
+    mine, processes = share or (rank, size)
+    if processes == 1:
         return rows
-    return get_array_module(rows).ascontiguousarray(rows[rank_::size_])
+    return get_array_module(rows).ascontiguousarray(rows[mine::processes])
 
 
 class Dealing(np.random.Generator):
     """A view of a NumPy Generator (the same bits, so the same state, saved and restored with it)
-    for a process of a data-parallel run. Every draw given a `size` is one per image of the batch
-    (its first axis runs over the batch's images): it is drawn for the global batch, size[0] x N
-    rows, and this process's rows are dealt. A draw without `size` (one number: a style-mixing
-    coin, a crossover layer, a seed) is the same on every process. Either way every process draws
-    the same numbers, so the generators stay equal everywhere and equal to a one-process run's.
-    The draws dealt: standard_normal, random, uniform, normal, integers (the ones the models use);
-    nn.functional's dropout asks `for_global_batch` (its GPU masks come from cuRAND)."""
+    for a process of a data-parallel run. A draw given a `size` is one value per image of the
+    batch (its first axis runs over the images): it is drawn for the global batch, N times as
+    many rows, and this process's rows are dealt. A draw without `size` (one number: a style-
+    mixing coin, a crossover layer, a seed) is the same on every process. Either way every process
+    draws the same numbers, so the generators stay equal everywhere, and equal to the generator
+    of a one-process run. The draws the models use are dealt (standard_normal, random, uniform,
+    normal, integers); nn.functional's dropout asks `for_global_batch` itself (on the GPU its
+    masks come from cuRAND)."""
 
-    SIZE_POSITION = {"standard_normal": 0, "random": 0, "uniform": 2, "normal": 2, "integers": 2}
-
-    def __init__(self, generator, rank_=None, size_=None):
+    def __init__(self, generator, share=None):
         super().__init__(generator.bit_generator)
-        self.share = (rank if rank_ is None else rank_, size if size_ is None else size_)
+        self.share = share or (rank, size)
 
     def for_global_batch(self, shape, draw):
-        """draw(shape of the global batch) -> this process's rows of it."""
+        """draw(the global batch's shape) -> this process's rows of it."""
         rows, *rest = (shape,) if np.ndim(shape) == 0 else tuple(shape)
-        return deal(draw((rows * self.share[1], *rest)), *self.share)
+        return deal(draw((rows * self.share[1], *rest)), self.share)
 
+    def _per_image(self, size, draw):
+        return draw(None) if size is None else self.for_global_batch(size, draw)
 
-def _dealt(name, position):
-    """Generator.<name>, drawn for the global batch and dealt when a `size` is given."""
-    plain = getattr(np.random.Generator, name)
+    def standard_normal(self, size=None, dtype=np.float64):
+        return self._per_image(size, lambda s: np.random.Generator.standard_normal(self, s, dtype))
 
-    def draw(self, *args, **kwargs):
-        args = list(args)
-        given = kwargs.get("size", args[position] if len(args) > position else None)
-        if given is None:
-            return plain(self, *args, **kwargs)
+    def random(self, size=None, dtype=np.float64):
+        return self._per_image(size, lambda s: np.random.Generator.random(self, s, dtype))
 
-        def whole(shape):
-            if "size" in kwargs:
-                return plain(self, *args, **{**kwargs, "size": shape})
-            return plain(self, *args[:position], shape, *args[position + 1:], **kwargs)
-        return self.for_global_batch(given, whole)
-    draw.__name__ = name
-    draw.__doc__ = f"Generator.{name}, drawn for the global batch and dealt (see Dealing)."
-    return draw
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return self._per_image(size, lambda s: np.random.Generator.uniform(self, low, high, s))
 
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return self._per_image(size, lambda s: np.random.Generator.normal(self, loc, scale, s))
 
-for _name, _position in Dealing.SIZE_POSITION.items():
-    setattr(Dealing, _name, _dealt(_name, _position))
+    def integers(self, low, high=None, size=None, dtype=np.int64, endpoint=False):
+        return self._per_image(size, lambda s: np.random.Generator.integers(
+            self, low, high, s, dtype, endpoint))
 
 
 def dealing(generator):

@@ -139,6 +139,9 @@ def start(p, model, argv=None, resumable_flags=(), check=None, memory=None, cont
     With --resume it loads <out>/checkpoint.npz, checks it is a `model` checkpoint and continues
     with the settings saved in it: only --epochs, --device (and `resumable_flags`) may change.
     Without --resume an existing run in --out is an error unless --overwrite is given.
+    Under mpiexec (experiment/distributed.py) every process does all this and they agree on any
+    refusal (rank 0 says it, and --batch-size must divide by the number of processes); only rank
+    0 locks --out, and with --device gpu each process takes its machine's GPU of its local rank.
     """
     distributed.connect()                # under mpiexec: join the other processes (else nothing)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -177,11 +180,11 @@ def start(p, model, argv=None, resumable_flags=(), check=None, memory=None, cont
         except SettingsError as error:
             raise ExperimentError(_with_default(p, error), code=2) from None
         device = choose_device(config.device)
+        if device == "gpu" and distributed.size > 1:
+            distributed.use_local_gpu()  # this process's GPU, before its memory is checked
         if memory is not None and not config.skip_memory_check:
             check_memory(_one_process(config), model, memory, device, images,
                          processes=1 if device == "gpu" else distributed.local_processes())
-    if device == "gpu" and distributed.size > 1:
-        distributed.use_local_gpu()
     if writer:
         lock_folder(config.out)
     if distributed.size > 1:

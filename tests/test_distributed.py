@@ -78,7 +78,7 @@ def test_dealt_draws_are_rows_of_the_global_draws_and_keep_the_generator_in_step
     draws = [whole.standard_normal((6, 2)), whole.uniform(), whole.integers(0, 9, size=6),
              whole.uniform(size=(6, 1, 1)), whole.integers(1, 6), whole.random(6)]
     for rank in range(3):
-        dealt = distributed.Dealing(np.random.default_rng(7), rank, 3)
+        dealt = distributed.Dealing(np.random.default_rng(7), (rank, 3))
         mine = [dealt.standard_normal((2, 2)), dealt.uniform(), dealt.integers(0, 9, size=2),
                 dealt.uniform(size=(2, 1, 1)), dealt.integers(1, 6), dealt.random(2)]
         for one, got in zip(draws, mine):
