@@ -148,6 +148,7 @@ def test_the_pieces_on_two_processes():
 
 
 @needs_mpi
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["dcgan", "vqvae", "prior", "stylegan"])
 def test_two_processes_end_with_the_weights_of_one(script, tmp_path):
     """20 steps at a global batch of 8: 1 process, then 2 of 4 images each (--sync-batchnorm);
@@ -168,6 +169,7 @@ def test_two_processes_end_with_the_weights_of_one(script, tmp_path):
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_stylegan_with_diffaugment_logs_the_losses_of_one_process(tmp_path):
     """DiffAugment's draws are dealt too. With it this tiny StyleGAN is chaotic: two one-process
     runs whose --lr differ by 5e-7 (relative) end 20 steps apart by 1.6e-3 in their weights
@@ -184,6 +186,7 @@ def test_stylegan_with_diffaugment_logs_the_losses_of_one_process(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_per_process_batch_norm_is_another_experiment(tmp_path):
     """The control: without --sync-batchnorm each process normalises its own 4 images, and the
     weights part from one process's (so the test above can tell)."""
@@ -204,6 +207,7 @@ def test_a_refusal_is_said_once_and_nothing_is_written(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_a_killed_process_stops_the_other_and_the_run_resumes(tmp_path):
     """Rank 1 is killed (SIGKILL) after step 8 of 12; mpiexec stops rank 0 and says so; the
     checkpoint of step 6 is intact, and --resume on 2 processes ends where an uninterrupted
@@ -225,6 +229,7 @@ def test_a_killed_process_stops_the_other_and_the_run_resumes(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_the_gpu_path_through_the_host_on_the_cupy_standin(tmp_path):
     """CuPy arrays (the stand-in's) go to MPI through the host, and the log says so; 2 processes
     end with the weights of 1 on the same device."""
