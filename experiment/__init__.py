@@ -5,7 +5,7 @@ Everything a training script needs besides the model and the training step:
     flags.py        experiment.parser(description, epochs=15, out="runs/dcgan", ...): the shared
                     flags (--device --data --split --subset --image-size --epochs --steps-per-epoch
                     --batch-size --seed --out --resume --overwrite --strict --skip-memory-check
-                    --profile), every flag with its rule (`rule=`); experiment.choose_device(name);
+                    --profile --sync-batchnorm), every flag with its rule (`rule=`); experiment.choose_device(name);
                     run = experiment.start(parser, model="stylegan", check=settings.stylegan.check,
                     memory=settings.stylegan.memory_estimate): parse, refuse every bad setting
                     before writing anything, pick the device, lock and prepare --out, and on

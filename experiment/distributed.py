@@ -59,7 +59,8 @@ Who writes. Every process runs every line of the script, the pictures and the fi
 (they take as long on every process, so the others would only wait for rank 0). Rank 0's Run
 writes to --out; every other process's Run writes to a private temporary folder that is removed
 when it exits (scratch_folder), so nothing but rank 0 reaches --out and no line of the scripts
-needs to know which process it runs in. Only rank 0 locks --out, prints, and writes the image
+needs to know which process it runs in (the price: each process also writes its pictures and
+checkpoints there, once an epoch). Only rank 0 locks --out, prints, and writes the image
 cache (rank_zero_first); the others print nothing (their standard output goes to /dev/null).
 
 When a process dies (killed, out of memory, a node lost), the MPI launcher ends the others at once

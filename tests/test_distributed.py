@@ -24,6 +24,7 @@ import data
 import experiment
 from experiment import distributed
 
+import test_crash_safety as crash
 from conftest import ROOT, child_env
 
 MPIEXEC = (shutil.which("mpiexec", path=os.path.dirname(sys.executable))
@@ -33,17 +34,6 @@ needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="mpi4py and mpiexec are not 
                                "(pip install -r requirements-distributed.txt)")
 ENV = {"OPENBLAS_NUM_THREADS": "1"}
 
-DCGAN = ["--image-size", "16", "--ngf", "4", "--ndf", "4", "--nz", "8", "--batch-size", "8",
-         "--samples", "4", "--seed", "5", "--dropout", "0.2", "--steps-per-epoch", "10",
-         "--epochs", "2"]
-VQVAE = ["--image-size", "16", "--channels", "4", "--res-channels", "2", "--res-blocks", "1",
-         "--codes", "8", "--code-dim", "2", "--batch-size", "8", "--steps-per-epoch", "10",
-         "--epochs", "2", "--prior-epochs", "2", "--prior-channels", "4", "--prior-layers", "2",
-         "--augment-copies", "1", "--samples", "2", "--prior-batch-size", "8", "--augment"]
-STYLEGAN = ["--image-size", "16", "--batch-size", "8", "--steps-per-epoch", "10", "--epochs", "2",
-            "--phase-images", "80", "--fade-images", "16", "--fmap-base", "16", "--fmap-max", "4",
-            "--z-dim", "4", "--w-dim", "4", "--mapping-layers", "1", "--samples", "4",
-            "--reg-every", "2", "--seed", "1"]
 NETWORKS = {"dcgan": ("generator", "discriminator"), "vqvae": ("vqvae",), "prior": ("prior",),
             "stylegan": ("generator", "discriminator")}
 
@@ -58,6 +48,12 @@ def changed(flags, **values):
         else:
             flags += [flag, str(value)]
     return flags
+
+
+# the tiny runs of test_crash_safety.py, 20 steps long
+DCGAN = changed(crash.DCGAN, steps_per_epoch=10, epochs=2)
+VQVAE = changed(crash.VQVAE, steps_per_epoch=10, epochs=2) + ["--augment"]
+STYLEGAN = changed(crash.STYLEGAN, steps_per_epoch=10, epochs=2, phase_images=80)
 
 
 # ---- without MPI: the share of a batch and of its draws ------------------------------------------
