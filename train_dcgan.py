@@ -27,7 +27,7 @@ import nn
 import nn.functional as F
 import settings.dcgan
 from evaluation.report import write_report
-from experiment import pictures
+from experiment import distributed, pictures
 from models import dcgan
 
 
@@ -98,6 +98,7 @@ def train():
     sampler = G_ema if averaging else G                           # draws every picture and metric
     opt_g = nn.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     opt_d = nn.optim.Adam(D.parameters(), lr=cfg.lr_d or cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_g, opt_d = distributed.averaging(opt_g), distributed.averaging(opt_d)   # mpiexec: mean grad
     noise = np.random.default_rng([cfg.seed, 1])                  # z for every training step
     fixed_z = np.random.default_rng([cfg.seed, 2]).standard_normal((cfg.samples, cfg.nz))
 
@@ -107,9 +108,10 @@ def train():
              "optimizer_g": opt_g, "optimizer_d": opt_d,
              "rng_noise": noise, "rng_nn": nn.init.default_generator()}   # z; dropout masks
     step = run.restore(state)                     # training steps done so far (0 for a fresh run)
+    distributed.replicate(G, D, G_ema, sync_batchnorm=cfg.sync_batchnorm)   # the same everywhere
 
     def one_step(step, batch):                    # the training step: the loop and --profile run it
-        z = noise.standard_normal((cfg.batch_size, cfg.nz), dtype=np.float32)
+        z = distributed.deal(noise.standard_normal((cfg.batch_size, cfg.nz), dtype=np.float32))
         losses = train_step(G, D, opt_g, opt_d, nn.Tensor(batch), nn.Tensor(z).to(device),
                             cfg.real_label)
         if averaging:

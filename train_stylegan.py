@@ -40,7 +40,7 @@ import settings.stylegan
 from evaluation import embedding
 from evaluation.curve import LearningCurve, plot_curve
 from evaluation.report import read_records, write_report
-from experiment import pictures
+from experiment import distributed, pictures
 from experiment.files import copy_atomically
 from models import diffaugment, stylegan
 from models.stylegan_losses import Loss, discriminator_loss, generator_loss, scaled_gamma
@@ -77,6 +77,7 @@ def start_phase(gan, state, resolution, cfg):
                               betas=(0.0, 0.99))
     gan.opt_d = nn.optim.Adam(stylegan.parameters_at(gan.D, resolution), lr=cfg.lr_d or cfg.lr,
                               betas=(0.0, 0.99))
+    gan.opt_g, gan.opt_d = distributed.averaging(gan.opt_g), distributed.averaging(gan.opt_d)
     gan.loss = replace(gan.loss, gamma=scaled_gamma(cfg.gamma, resolution, cfg.image_size,
                                                     cfg.gamma_scaling))
     state.update(optimizer_g=gan.opt_g, optimizer_d=gan.opt_d)
@@ -194,8 +195,8 @@ def train():
     for model in (G, D, G_ema):
         model.to(device)
     ema_beta = 0.5 ** (cfg.batch_size / cfg.ema_half_life)
-    rng = np.random.default_rng([cfg.seed, 1])                    # latents, noise, mixing, GP
-    rng_augment = np.random.default_rng([cfg.seed, 4])            # DiffAugment's parameters
+    rng = distributed.dealing(np.random.default_rng([cfg.seed, 1]))   # latents, noise, mixing, GP
+    rng_augment = distributed.dealing(np.random.default_rng([cfg.seed, 4]))   # DiffAugment's
     gan = make_gan(G, D, cfg, rng, rng_augment)
     fixed_rng = np.random.default_rng([cfg.seed, 2])
     fixed_z = fixed_rng.standard_normal((cfg.samples, cfg.z_dim)).astype(np.float32)
@@ -214,6 +215,7 @@ def train():
         state["rng_nn"] = nn.init.default_generator()             # its dropout masks
     start_phase(gan, state, resolution, cfg)                      # the optimizers of this phase
     step = run.restore(state)
+    distributed.replicate(G, D, G_ema, sync_batchnorm=cfg.sync_batchnorm)   # the same everywhere
     timing = {r: np.asarray(v, np.float64) for r, v in saved.get("timing", {}).items()}
 
     def one_step(step, batch):          # the training step: the loop and --profile run it, at the

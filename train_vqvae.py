@@ -40,7 +40,7 @@ import nn
 import settings.vqvae
 from evaluation.report import write_report
 from evaluation.ssim import ssim_batch
-from experiment import pictures
+from experiment import distributed, pictures
 from models import vqvae
 from models.pixelcnn import bits_per_code, mean_bits
 from models.vqvae import code_counts, perplexity
@@ -63,13 +63,15 @@ def vqvae_step(model, optimizer, x, rng):
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    restarted = model.quantizer.update(vq["flat"], vq["codes"], rng)   # EMA, dead-code restarts
+    flat, codes = distributed.whole_batch(vq["flat"], vq["codes"], images=len(x))   # mpiexec: all
+    restarted = model.quantizer.update(flat, codes, rng)               # EMA, dead-code restarts
     values = {"reconstruction": reconstruction_loss.data,
-              "commitment": vq["commitment_loss"].data, "perplexity": vq["perplexity"],
+              "commitment": vq["commitment_loss"].data,
+              "perplexity": perplexity(code_counts(codes, model.quantizer.num_codes)),
               "restarts": restarted}
     if not model.quantizer.ema:
         values["codebook"] = vq["codebook_loss"].data
-    return values, vq["codes"]
+    return values, codes
 
 
 def train_vqvae(run, state, train_images, held, step):
@@ -173,8 +175,8 @@ def prior_batch(cfg, code_maps, step, xp):
     """The code maps of prior step `step` (and their labels, None without levels), on the
     device: a random pick that depends on (seed, step) alone."""
     train_codes, labels = code_maps["prior_codes"], code_maps.get("prior_labels")
-    pick = np.random.default_rng([cfg.seed, 2, step]).choice(
-        len(train_codes), cfg.prior_batch_size, replace=len(train_codes) < cfg.prior_batch_size)
+    pick = distributed.deal(np.random.default_rng([cfg.seed, 2, step]).choice(
+        len(train_codes), cfg.prior_batch_size, replace=len(train_codes) < cfg.prior_batch_size))
     return xp.asarray(train_codes[pick]), None if labels is None else labels[pick]
 
 
@@ -293,6 +295,7 @@ def main():
     prior.to(device)
     optimizer = nn.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     prior_optimizer = nn.optim.Adam(prior.parameters(), lr=cfg.prior_lr)
+    optimizer, prior_optimizer = map(distributed.averaging, (optimizer, prior_optimizer))   # mpiexec
 
     # ---- what a checkpoint holds (the prior joins it when stage 2 begins); --resume loads it ----
     state = {"vqvae": model, "vqvae_optimizer": optimizer,
@@ -301,6 +304,7 @@ def main():
     if "prior" in saved:
         state.update(prior_state)
     run.restore(state)
+    distributed.replicate(model, prior)           # under mpiexec: the same networks everywhere
     vqvae_steps, prior_steps = saved.get("vqvae_steps", 0), saved.get("prior_steps", 0)
 
     # ---- stage 1 (the VQ-VAE stays frozen once the prior has started learning its codes) ---------

@@ -71,8 +71,16 @@ def smooth_lattice_noise(noise, smooth):
 def random_elastic_field(rng, count, size, xp=np):
     """(count, 2, size, size) smooth random displacements (x then y), in pixels, on xp's device
     (the lattice noise is drawn on the host from `rng`)."""
-    noise = rng.standard_normal((count * 2, ELASTIC_CONTROL_POINTS, ELASTIC_CONTROL_POINTS),
+    noise = rng.standard_normal((count, 2, ELASTIC_CONTROL_POINTS, ELASTIC_CONTROL_POINTS),
                                 dtype=np.float32)
+    return elastic_field(noise, size, xp)
+
+
+def elastic_field(noise, size, xp=np):
+    """(count, 2, size, size) displacements in pixels, on xp's device, from (count, 2, G, G)
+    lattice noise N(0, 1) on the host."""
+    count = len(noise)
+    noise = noise.reshape(count * 2, ELASTIC_CONTROL_POINTS, ELASTIC_CONTROL_POINTS)
     noise *= np.float32(ELASTIC_STD * size)
     smooth = xp.asarray(smoothing_matrix(size, ELASTIC_CONTROL_POINTS))
     field = smooth_lattice_noise(xp.asarray(noise), smooth)
@@ -109,20 +117,28 @@ def bilinear_sample(images, x, y):
     return top + (bottom - top) * wy
 
 
-def augment(images, rng):
+def augment(images, rng, share=(0, 1)):
     """Randomly flipped, rotated, scaled, shifted and elastically deformed copies of uint8 images.
 
     images: (B, S, S) uint8, NumPy or CuPy; `rng`: a NumPy Generator (every draw happens on the
     host). Returns (B, S, S) float32 on the same 0..255 scale, on the images' device.
+    share=(rank, processes): the images are rows rank, rank + processes, ... of a batch of
+    B x processes images (data-parallel training): the parameters are drawn for that whole batch
+    and these images get their rows', as in one process.
     """
     xp = get_array_module(images)
     count, size, _ = images.shape
-    matrix, shift = (xp.asarray(a) for a in random_affine(rng, count))
+    rank, processes = share
+    matrix, shift = random_affine(rng, count * processes)
+    noise = rng.standard_normal((count * processes, 2, ELASTIC_CONTROL_POINTS,
+                                 ELASTIC_CONTROL_POINTS), dtype=np.float32)
+    matrix, shift, noise = (np.ascontiguousarray(a[rank::processes]) for a in (matrix, shift, noise))
+    matrix, shift = xp.asarray(matrix), xp.asarray(shift)
     half = np.float32(size / 2)
     # Pixel (row i, column j) samples the input at pixel  half * (matrix @ (u_j, u_i) + shift + 1) - 0.5.
     u = xp.asarray(pixel_centres(size))
     from_column = half * matrix[:, :, 0, None] * u + (half * (shift + 1) - 0.5)[:, :, None]  # (B, 2, S)
     from_row = half * matrix[:, :, 1, None] * u                                             # (B, 2, S)
     source = from_column[:, :, None, :] + from_row[:, :, :, None]                           # (B, 2, S, S)
-    source += random_elastic_field(rng, count, size, xp)
+    source += elastic_field(noise, size, xp)
     return bilinear_sample(images, source[:, 0], source[:, 1])

@@ -21,6 +21,11 @@ class BatchLoader:
     Everything random in epoch e (the shuffle order and each batch's augmentation) is drawn from
     generators seeded with (seed, e) and (seed, e, batch index) only, so a run resumed at
     `epoch(e, start_batch=k)` sees exactly the batches an uninterrupted run would have seen.
+
+    share=(rank, processes): a process of a data-parallel run (experiment/distributed.py) takes
+    rows rank, rank + processes, ... of every batch. The order and every augmentation parameter
+    are still drawn for the whole batch, so its rows are exactly those rows of the one-process
+    batch, whatever the number of processes.
     """
 
     def __init__(self, images, batch_size=32, seed=0, device="cpu", augment=True,
@@ -56,19 +61,21 @@ class BatchLoader:
         """The shuffled image indices of `epoch`."""
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
 
-    def batch(self, epoch, index, order=None):
-        """Batch number `index` of `epoch` (computes the epoch's order unless it is given)."""
+    def batch(self, epoch, index, order=None, share=(0, 1)):
+        """Batch number `index` of `epoch` (computes the epoch's order unless it is given); with
+        `share` (rank, processes), that process's rows of it."""
         order = self.order(epoch) if order is None else order
-        chosen = self.images[order[index * self.batch_size:(index + 1) * self.batch_size]]
-        pixels = self.xp.asarray(chosen)   # to the device as uint8, a quarter of the float32 batch
+        rank, processes = share
+        rows = order[index * self.batch_size:(index + 1) * self.batch_size][rank::processes]
+        pixels = self.xp.asarray(self.images[rows])   # to the device as uint8, a quarter of float32
         if self.augment:                   # on the device; the random draws on the host
-            pixels = augment(pixels, np.random.default_rng([self.seed, epoch, index]))
+            pixels = augment(pixels, np.random.default_rng([self.seed, epoch, index]), share)
         return to_float(pixels, self.value_range)[:, None, :, :]
 
-    def epoch(self, epoch, start_batch=0):
-        """Yield the batches of `epoch`, from batch number `start_batch` on."""
+    def epoch(self, epoch, start_batch=0, share=(0, 1)):
+        """Yield the batches of `epoch` (this `share` of each), from batch number `start_batch` on."""
         if not 0 <= start_batch <= len(self):
             raise DataError(f"start_batch must be in 0..{len(self)}, got {start_batch}")
         order = self.order(epoch)
         for index in range(start_batch, len(self)):
-            yield self.batch(epoch, index, order)
+            yield self.batch(epoch, index, order, share)

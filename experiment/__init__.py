@@ -5,7 +5,7 @@ Everything a training script needs besides the model and the training step:
     flags.py        experiment.parser(description, epochs=15, out="runs/dcgan", ...): the shared
                     flags (--device --data --split --subset --image-size --epochs --steps-per-epoch
                     --batch-size --seed --out --resume --overwrite --strict --skip-memory-check
-                    --profile), every flag with its rule (`rule=`); experiment.choose_device(name);
+                    --profile --sync-batchnorm), every flag with its rule (`rule=`); experiment.choose_device(name);
                     run = experiment.start(parser, model="stylegan", check=settings.stylegan.check,
                     memory=settings.stylegan.memory_estimate): parse, refuse every bad setting
                     before writing anything, pick the device, lock and prepare --out, and on
@@ -18,6 +18,8 @@ Everything a training script needs besides the model and the training step:
                     upgrade(): every rule that keeps runs saved by older code loading
     files.py        atomic writes (temporary file + rename) for pictures, logs and copies
     lock.py         one run per output folder (fcntl.flock, released when the process dies)
+    distributed.py  data-parallel training over MPI: rank, size, each process's share of a batch,
+                    the gradient average (one Allreduce per step); nothing without mpiexec
     memory.py       the model's memory estimate against the memory available
     pictures.py     sample grids, single images, loss curves and other figures (PNG)
     progress.py     the one-line progress bar

@@ -4,6 +4,8 @@ import sys
 import data
 import nn
 
+from . import distributed
+
 
 class ExperimentError(Exception):
     """A failure the user can act on. main() prints the message and exits with `code`."""
@@ -36,19 +38,21 @@ def main(fn):
     try:
         fn()
     except Interrupted as error:
-        print(error, file=sys.stderr)
-        sys.exit(error.code)
-    except KeyboardInterrupt:
-        print("\ninterrupted (nothing saved since the last checkpoint)", file=sys.stderr)
-        sys.exit(130)
+        _stop(error, str(error), error.code)
+    except KeyboardInterrupt as error:
+        _stop(error, "\ninterrupted (nothing saved since the last checkpoint)", 130)
     except ExperimentError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(error.code)
+        _stop(error, f"error: {error}", error.code)
     except (data.DataError, nn.DeviceError, nn.CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2 if isinstance(error, nn.DeviceError) else 1)
+        _stop(error, f"error: {error}", 2 if isinstance(error, nn.DeviceError) else 1)
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
-        print(f"error: a file could not be read or written: {error.strerror or error}{where}",
-              file=sys.stderr)
-        sys.exit(1)
+        _stop(error, f"error: a file could not be read or written: {error.strerror or error}{where}",
+              1)
+
+
+def _stop(error, message, code):
+    """Print `message` on stderr and exit with `code`; in a data-parallel run, rank 0 says an error
+    that every process met alike, and one met by one process alone stops them all
+    (distributed.stop)."""
+    distributed.stop(message, code, everywhere=getattr(error, "everywhere", False))

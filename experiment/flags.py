@@ -19,6 +19,7 @@ import data
 import nn
 from settings.rules import SettingsError, at_least
 
+from . import distributed
 from .checkpoints import CHECKPOINT, load_checkpoint
 from .errors import CheckpointError, ExperimentError
 from .lock import check_free, lock_folder
@@ -26,7 +27,7 @@ from .memory import check_memory
 from .run import METRICS, Run
 
 ALWAYS_RESUMABLE = ("epochs", "device", "resume", "overwrite", "out", "strict",
-                    "skip_memory_check", "profile")
+                    "skip_memory_check", "profile", "sync_batchnorm")
 THIS_COMMAND_ONLY = ("resume", "overwrite", "profile")   # never taken from the saved settings
 RUN_FILES = (CHECKPOINT, METRICS, "config.json")   # a folder holding one of these is a run
 
@@ -52,7 +53,8 @@ class Parser(argparse.ArgumentParser):
         self.register("action", "store", FlagWithRule)
 
     def error(self, message):
-        print(f"error: {message}; see --help for every flag", file=sys.stderr)
+        if distributed.rank == 0:       # every process of a data-parallel run finds the same one
+            print(f"error: {message}; see --help for every flag", file=sys.stderr)
         sys.exit(2)
 
     def rules(self):
@@ -106,6 +108,10 @@ def parser(description, **defaults):
     g.add_argument("--profile", type=int, default=0, metavar="N", rule=at_least(0),
                    help="time N training steps op by op (after one warm-up step), print the "
                         "table, save it as profile.txt in --out, and stop (default: off)")
+    g.add_argument("--sync-batchnorm", action="store_true",
+                   help="under mpiexec: batch norm uses the statistics of the global batch, summed "
+                        "over the processes, so N processes compute what one does (default: each "
+                        "process's own share, as PyTorch's DistributedDataParallel)")
     p.set_defaults(**defaults)
     return p
 
@@ -133,44 +139,69 @@ def start(p, model, argv=None, resumable_flags=(), check=None, memory=None, cont
     With --resume it loads <out>/checkpoint.npz, checks it is a `model` checkpoint and continues
     with the settings saved in it: only --epochs, --device (and `resumable_flags`) may change.
     Without --resume an existing run in --out is an error unless --overwrite is given.
+    Under mpiexec (experiment/distributed.py) every process does all this and they agree on any
+    refusal (rank 0 says it, and --batch-size must divide by the number of processes); only rank
+    0 locks --out, and with --device gpu each process takes its machine's GPU of its local rank.
     """
+    distributed.connect()                # under mpiexec: join the other processes (else nothing)
     argv = sys.argv[1:] if argv is None else list(argv)
     config = p.parse_args(argv)
     if continues is not None and continues(config):
         config.resume = True
-    _check_flags(p, config)
-    _check_out(config)
-    check_free(config.out)               # another run there: say so before anything else
-    checkpoint = None
-    path = os.path.join(config.out, CHECKPOINT)
-    if config.resume:
-        if not os.path.exists(path):
-            raise CheckpointError(f"--resume: there is no checkpoint at {path}; give the --out of the "
-                                  "run to continue, or start without --resume")
-        lock_folder(config.out)          # before reading: the holder may be about to save
-        checkpoint = load_checkpoint(path, model)
-        config = _merge_resumed(config, checkpoint, _explicit_flags(p, argv),
-                                set(ALWAYS_RESUMABLE) | set(resumable_flags), path)
+    writer = distributed.rank == 0       # only rank 0 locks and writes --out (distributed.py)
+    with distributed.agreeing():         # every process checks; a refusal is said once
         _check_flags(p, config)
-    elif os.path.exists(path) and not config.overwrite:
-        raise ExperimentError(f"{config.out} already holds a run ({path}); continue it with --resume, "
-                              "choose another --out, or pass --overwrite to start afresh")
-    images = _count_images(config)
-    try:
-        if check is not None:
-            check(config, images)
-        if images is not None and config.batch_size > images:
-            raise SettingsError("batch_size", config.batch_size, f"the data holds {images} "
-                                "images; use at most that many")
-    except SettingsError as error:
-        raise ExperimentError(_with_default(p, error), code=2) from None
-    device = choose_device(config.device)
-    if memory is not None and not config.skip_memory_check:
-        check_memory(config, model, memory, device, images)
-    lock_folder(config.out)
+        _check_out(config)
+        if writer:
+            check_free(config.out)       # another run there: say so before anything else
+        checkpoint = None
+        path = os.path.join(config.out, CHECKPOINT)
+        if config.resume:
+            if not os.path.exists(path):
+                raise CheckpointError(f"--resume: there is no checkpoint at {path}; give the --out "
+                                      "of the run to continue, or start without --resume")
+            if writer:
+                lock_folder(config.out)  # before reading: the holder may be about to save
+            checkpoint = load_checkpoint(path, model)
+            config = _merge_resumed(config, checkpoint, _explicit_flags(p, argv),
+                                    set(ALWAYS_RESUMABLE) | set(resumable_flags), path)
+            _check_flags(p, config)
+        elif os.path.exists(path) and not config.overwrite:
+            raise ExperimentError(f"{config.out} already holds a run ({path}); continue it with "
+                                  "--resume, choose another --out, or pass --overwrite to start "
+                                  "afresh")
+        images = _count_images(config)
+        try:
+            if check is not None:
+                check(config, images)
+            if images is not None and config.batch_size > images:
+                raise SettingsError("batch_size", config.batch_size, f"the data holds {images} "
+                                    "images; use at most that many")
+        except SettingsError as error:
+            raise ExperimentError(_with_default(p, error), code=2) from None
+        device = choose_device(config.device)
+        if device == "gpu" and distributed.size > 1:
+            distributed.use_local_gpu()  # this process's GPU, before its memory is checked
+        if memory is not None and not config.skip_memory_check:
+            check_memory(_one_process(config), model, memory, device, images,
+                         processes=1 if device == "gpu" else distributed.local_processes())
+    if writer:
+        lock_folder(config.out)
+    if distributed.size > 1:
+        print(distributed.describe(device, config.sync_batchnorm), flush=True)
     run = Run(config, model, device, checkpoint)
     signal.signal(signal.SIGINT, run._on_sigint)   # Ctrl-C: finish the step, save, stop
     return run
+
+
+def _one_process(config):
+    """The settings of one process's share: --batch-size (and --prior-batch-size) divided by the
+    number of processes, which must divide them (distributed.check_batches)."""
+    if distributed.size == 1:
+        return config
+    shares = {name: getattr(config, name) // distributed.size
+              for name in ("batch_size", "prior_batch_size") if hasattr(config, name)}
+    return argparse.Namespace(**{**vars(config), **shares})
 
 
 def _with_default(p, error):
@@ -226,9 +257,11 @@ def _explicit_flags(p, argv):
 
 
 def _check_flags(p, config):
-    """Every flag's rule, and --resume against --overwrite."""
+    """Every flag's rule, --resume against --overwrite, and a global batch that splits evenly
+    over the processes of a data-parallel run."""
     try:
         check_rules(p, config)
+        distributed.check_batches(config)
     except SettingsError as error:
         raise ExperimentError(_with_default(p, error), code=2) from None
     if getattr(config, "resume", False) and getattr(config, "overwrite", False):

@@ -64,13 +64,15 @@ def available_bytes(device, meminfo="/proc/meminfo"):
     return None
 
 
-def check_memory(config, model, estimate, device, images=None):
+def check_memory(config, model, estimate, device, images=None, processes=1):
     """Refuse (exit code 2) settings whose training step needs more memory than is available.
 
     estimate: the model's memory_estimate function; images: how many images the data holds,
-    when known (they stay in memory as uint8)."""
+    when known (they stay in memory as uint8); processes: how many processes like this one share
+    the memory (a data-parallel run's processes on one machine, each with its own images)."""
     step = estimate(config)
     needed = step if device == "gpu" else step + BASE_BYTES + (images or 0) * config.image_size ** 2
+    needed *= processes
     available = available_bytes(device)
     if available is None or needed <= available:
         return needed

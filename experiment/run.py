@@ -17,6 +17,11 @@
     run.save(state, step, **extra)       atomic <out>/checkpoint.npz (plain values in `extra`)
     run.path(*names)            a path inside the output folder (folders are created)
     run.log(event, **fields)    append one JSON line to <out>/metrics.jsonl
+
+In a data-parallel run (experiment/distributed.py) every process has a Run and does all of the
+above, but only rank 0's folder is --out: the others' is a private temporary folder, removed when
+they exit. The values recorded are averaged over the processes when they are read, and Ctrl-C
+seen by any process stops every process after the same step.
 """
 import json
 import math
@@ -31,6 +36,7 @@ import numpy as np
 import data
 import nn
 
+from . import distributed
 from .checkpoints import CHECKPOINT, FORMAT, METRICS, VERSION, load_state, save_checkpoint, state_of
 from .errors import ExperimentError, Interrupted, NonFiniteLoss
 from .files import atomic_write, remove_temporaries
@@ -46,7 +52,7 @@ class Run:
 
     def __init__(self, config, model, device, checkpoint=None):
         self.config, self.model, self.device, self.checkpoint = config, model, device, checkpoint
-        self.out = config.out
+        self.out = config.out if distributed.rank == 0 else distributed.scratch_folder()
         self.checkpoint_path = os.path.join(self.out, CHECKPOINT)
         self.stop_requested = False
         self.history = {}                  # name -> list of per-step values ("step" included)
@@ -63,6 +69,9 @@ class Run:
         self.progress = Progress()
         os.makedirs(self.out, exist_ok=True)
         remove_temporaries(self.out)       # left by a writer that was killed (see files.py)
+        parallel = {} if distributed.size == 1 else {    # in the log: how the processes share
+            "processes": distributed.size,
+            "data_parallel": distributed.describe(device, getattr(config, "sync_batchnorm", False))}
         if checkpoint is not None:
             self.history = {k: [float(v) for v in np.asarray(values).ravel()]
                             for k, values in checkpoint.get("history", {}).items()}
@@ -74,13 +83,13 @@ class Run:
             self.epoch_end_step = int(checkpoint["epoch_end_step"])
             self._truncate_log(checkpoint)
             self.log("resume", step=checkpoint["step"], epoch=checkpoint["epoch"],
-                     command=command_line())
+                     command=command_line(), **parallel)
         else:
             for name in (METRICS, CHECKPOINT, "losses.png"):
                 if os.path.exists(self.path(name)):
                     os.remove(self.path(name))
             self.log("start", model=model, device=device, config=vars(config),
-                     command=command_line())
+                     command=command_line(), **parallel)
         self.write_config()
 
     def write_config(self):
@@ -140,7 +149,8 @@ class Run:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        numbers = iter(host_numbers([v for _, values in pending for v in values.values()]))
+        numbers = host_numbers([v for _, values in pending for v in values.values()])
+        numbers = iter(distributed.mean_of(numbers))        # the mean over the processes
         for step, values in pending:
             values = {name: next(numbers) for name in values}
             for name, value in values.items():
@@ -148,9 +158,11 @@ class Run:
                     last = (f"the last good checkpoint ({self.checkpoint_path}, step "
                             f"{self.saved_step}) is kept" if self.saved_step is not None
                             else "no checkpoint was written yet")
-                    raise NonFiniteLoss(f"{name} became {value} at step {step}; training stopped "
-                                        f"and {last}. Try a lower learning rate, or --resume "
-                                        "from it.")
+                    error = NonFiniteLoss(f"{name} became {value} at step {step}; training "
+                                          f"stopped and {last}. Try a lower learning rate, or "
+                                          "--resume from it.")
+                    error.everywhere = True           # every process read the same mean
+                    raise error
             self.history.setdefault("step", []).append(step)
             for name, value in values.items():
                 self.history.setdefault(name, []).append(value)
@@ -257,10 +269,13 @@ class Run:
         return self.checkpoint["step"]
 
     def stop_if_requested(self, state, step, **extra):
-        """After a training step: on Ctrl-C, save (as `save`) and stop with exit code 130."""
-        if self.stop_requested:
+        """After a training step: on Ctrl-C, save (as `save`) and stop with exit code 130. (Every
+        process of a data-parallel run asks the others: they stop after the same step.)"""
+        if distributed.any_of(self.stop_requested):
             self.save(state, step, **extra)
-            raise self.interrupted(step)
+            error = self.interrupted(step)
+            error.everywhere = True
+            raise error
 
     # -- --profile N --
     def profile(self, one_step, batches):
@@ -306,23 +321,26 @@ def host_numbers(values):
 
 def load_images(config):
     """The training images of this run (uint8 ImageSet); decoded-image cache under <out>/cache.
-    With --strict an unreadable image is an error instead of a warning."""
-    return data.load_images(config.data, image_size=config.image_size, split=config.split,
-                            classes=config.classes, strict=getattr(config, "strict", False),
-                            cache_dir=os.path.join(config.out, "cache"))
+    With --strict an unreadable image is an error instead of a warning. In a data-parallel run
+    rank 0 loads them first (and writes the cache), then the other processes (which read it)."""
+    with distributed.rank_zero_first():
+        return data.load_images(config.data, image_size=config.image_size, split=config.split,
+                                classes=config.classes, strict=getattr(config, "strict", False),
+                                cache_dir=os.path.join(config.out, "cache"))
 
 
 def stream(loader, start, stop):
     """Yield (step, batch) for global steps start..stop-1, walking pass after pass over the data.
 
     Step s is batch s % len(loader) of pass s // len(loader): a function of s alone, so a resumed
-    run sees exactly the batches an uninterrupted one would have seen.
+    run sees exactly the batches an uninterrupted one would have seen. In a data-parallel run each
+    process gets its share of every batch (distributed.share: rows rank, rank + N, ...).
     """
     per_pass = len(loader)
     step = start
     while step < stop:
         data_pass, first = divmod(step, per_pass)
-        for batch in loader.epoch(data_pass, start_batch=first):
+        for batch in loader.epoch(data_pass, start_batch=first, share=distributed.share()):
             yield step, batch
             step += 1
             if step >= stop:

@@ -278,8 +278,60 @@ def _batch_norm_backward(g, x_hat, inv_std, weight, axes):
     return g_x, g_weight, g_bias
 
 
+class _SyncBatchNorm(Function):
+    """_BatchNorm for one process of a data-parallel run: the statistics are those of the GLOBAL
+    batch, every process's share together (experiment/distributed.py), so that N processes
+    compute what one process computes on the whole batch. all_sum(array) sums an array over the
+    processes (one MPI Allreduce). With M values per channel in the global batch:
+
+        forward    mean = all_sum(sum x) / M,   var = all_sum(sum (x - mean)^2) / M
+        backward   g_x = weight / sqrt(var + eps) * (g - all_sum(sum g) / M
+                                                      - x_hat * all_sum(sum g x_hat) / M)
+
+    (Ioffe & Szegedy's backward, with its two sums over the global batch: 2 all-reduces forward,
+    1 backward, of C + 1 or 2C numbers.) g_weight = sum g x_hat and g_bias = sum g stay this
+    process's sums: the optimizer's gradient average (distributed.averaging) combines them as
+    every other gradient. Each process's loss is the mean over its own share, so its g is N times
+    the one-process g of its rows, and so are its g_x and sums; the average divides N back out.
+    No double backward (create_graph=True): the critics with a gradient penalty have no batch norm.
+    """
+
+    def __init__(self, axes, eps, all_sum):
+        self.axes, self.eps, self.all_sum = axes, eps, all_sum
+
+    def forward(self, x, weight, bias):
+        xp = get_array_module(x)
+        channel = (1, -1) + (1,) * (x.ndim - 2)
+        local = x.size // x.shape[1]
+        sums = self.all_sum(xp.concatenate([x.sum(axis=self.axes),
+                                            xp.asarray([local], dtype=x.dtype)]))
+        self.count = int(round(float(sums[-1])))     # M (a host read: one number per layer)
+        self.mean = (sums[:-1] / self.count).reshape(channel)
+        x_hat = x - self.mean
+        self.var = (self.all_sum(xp.square(x_hat).sum(axis=self.axes)) / self.count).reshape(channel)
+        self.inv_std = 1.0 / xp.sqrt(self.var + self.eps)
+        x_hat *= self.inv_std
+        self.x_hat = x_hat
+        return x_hat * weight.reshape(channel) + bias.reshape(channel)
+
+    def backward(self, g):
+        if is_grad_enabled():
+            raise RuntimeError("synchronised batch norm has no double backward (create_graph=True)")
+        _, weight, _ = self.inputs
+        xp = get_array_module(g.data)
+        g, channel, count = g.data, (1, -1) + (1,) * (g.ndim - 2), self.count
+        g_bias = g.sum(axis=self.axes)                               # this process's sum g
+        g_weight = (g * self.x_hat).sum(axis=self.axes)              # and sum g x_hat
+        every = self.all_sum(xp.concatenate([g_bias, g_weight]))     # the global batch's
+        c = len(g_bias)
+        g_x = (g - (every[:c] * (1.0 / count)).reshape(channel)
+               - self.x_hat * (every[c:] * (1.0 / count)).reshape(channel)) \
+            * (weight.data.reshape(channel) * self.inv_std)
+        return Tensor(g_x), Tensor(g_weight), Tensor(g_bias)
+
+
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5):
+               momentum=0.1, eps=1e-5, all_sum=None):
     """Batch normalisation over (N,) or (N, H, W) for inputs (N, C) or (N, C, H, W):
 
         y = weight * (x - mean) / sqrt(var + eps) + bias      (per channel)
@@ -289,10 +341,21 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     running = (1 - momentum) * running + momentum * batch statistic, using the UNBIASED
     variance for running_var (as PyTorch does).
     training=False: the running statistics normalise x.
+    all_sum: in training, the statistics of the global batch of a data-parallel run
+    (_SyncBatchNorm; all_sum(array) sums an array over its processes); needs weight and bias.
     Plain version (mean, variance and division as primitive ops): nn/plain/norms.py batch_norm.
     """
     if x.ndim not in (2, 4):
         raise ValueError(f"batch_norm expects (N, C) or (N, C, H, W) input, got shape {x.shape}")
+    if training and all_sum is not None:
+        if weight is None or bias is None:
+            raise ValueError("synchronised batch_norm needs weight and bias (affine=True)")
+        _per_channel(weight, x, "batch_norm weight")
+        _per_channel(bias, x, "batch_norm bias")
+        normalise = _SyncBatchNorm((0,) if x.ndim == 2 else (0, 2, 3), eps, all_sum)
+        y = normalise(x, weight, bias)
+        _update_running_stats(normalise, x, running_mean, running_var, momentum, normalise.count)
+        return y
     if plain.enabled:                                  # with nn.plain.on()
         return plain.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
     axes = (0,) if x.ndim == 2 else (0, 2, 3)
@@ -316,9 +379,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return x_hat
 
 
-def _update_running_stats(normalise, x, running_mean, running_var, momentum):
-    """Fold the batch statistics `normalise` computed into the running averages (if given)."""
-    count = x.size // x.shape[1]
+def _update_running_stats(normalise, x, running_mean, running_var, momentum, count=None):
+    """Fold the batch statistics `normalise` computed into the running averages (if given);
+    `count`: the values per channel they came from (x's own unless given)."""
+    count = x.size // x.shape[1] if count is None else count
     if count < 2:
         raise ValueError(f"batch_norm in training needs more than 1 value per channel, got "
                          f"input shape {x.shape}")
@@ -407,9 +471,15 @@ def _uniform(shape, dtype, xp, rng=None):
     drawn from. On the CPU the values come from that NumPy generator itself. On the GPU it gives
     one seed for the GPU's one generator, so the NumPy generator's state still decides every
     value and a checkpoint of it resumes exactly. A cupy.random Generator is drawn from as it is.
+    A generator of a data-parallel run (experiment/distributed.py's Dealing) draws the values of
+    the global batch, N times as many rows, and keeps this process's rows (`for_global_batch`),
+    on either device.
     """
     if rng is None:
         rng = init.default_generator()
+    if hasattr(rng, "for_global_batch"):
+        whole = np.random.Generator(rng.bit_generator)          # the same bits, drawn plainly
+        return rng.for_global_batch(shape, lambda shape: _uniform(shape, dtype, xp, whole))
     if xp is np:
         if isinstance(rng, (int, np.integer)):
             rng = np.random.default_rng(int(rng))

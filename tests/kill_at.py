@@ -11,6 +11,9 @@ WHERE says when this process kills itself, at the N-th time it gets there (count
 
 SIGKILL cannot be caught: nothing runs after it (no finally, no atexit), as when the operating
 system kills a process that ran out of memory. The script then runs as `python train_dcgan.py`.
+
+Under mpiexec (tests/test_distributed.py), KILL_RANK=r arms the process of rank r only: it dies,
+and the MPI launcher has to stop the others.
 """
 import contextlib
 import os
@@ -96,8 +99,17 @@ def arm(where, n):
         raise SystemExit(f"unknown moment {where!r}")
 
 
+def rank():
+    """This process's rank under an MPI launcher (the variables it sets), else 0."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
 if __name__ == "__main__":
     where, n, script = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    arm(where, n)
+    if os.environ.get("KILL_RANK") in (None, str(rank())):
+        arm(where, n)
     sys.argv = [script] + sys.argv[4:]
     runpy.run_path(os.path.join(ROOT, script), run_name="__main__")

@@ -30,6 +30,10 @@ class BatchNorm2d(Module):
         running_var  = (1 - momentum) * running_var  + momentum * var_unbiased
     Eval: the running statistics are used instead. Buffers: running_mean (zeros),
     running_var (ones); parameters (when affine): weight (ones), bias (zeros).
+
+    all_sum (None): in a data-parallel run, a function that sums an array over the processes;
+    set (experiment/distributed.py's replicate, with --sync-batchnorm), training uses the
+    statistics of the global batch (F.batch_norm's all_sum), as PyTorch's SyncBatchNorm.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
@@ -39,10 +43,12 @@ class BatchNorm2d(Module):
         _add_affine_parameters(self, num_features, affine)
         self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
         self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))
+        self.all_sum = None
 
     def forward(self, x):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=self.training, momentum=self.momentum, eps=self.eps)
+                            training=self.training, momentum=self.momentum, eps=self.eps,
+                            all_sum=self.all_sum)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
