@@ -67,7 +67,7 @@ def vqvae_step(model, optimizer, x, rng):
     restarted = model.quantizer.update(flat, codes, rng)               # EMA, dead-code restarts
     values = {"reconstruction": reconstruction_loss.data,
               "commitment": vq["commitment_loss"].data,
-              "perplexity": perplexity(code_counts(codes, model.quantizer.num_codes)),
+              "perplexity": perplexity(code_counts(codes, model.quantizer.num_codes)),   # exp(H)
               "restarts": restarted}
     if not model.quantizer.ema:
         values["codebook"] = vq["codebook_loss"].data

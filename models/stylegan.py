@@ -218,7 +218,8 @@ class SynthesisNetwork(nn.Module):
 
 def make_noise(batch, resolution, rng, like=None, on_host=False):
     """Per-layer noise inputs: two (B, 1, r, r) standard-normal float32 arrays for every
-    resolution r, cut from one draw of all their values (one kernel on the GPU).
+    resolution r, cut from one draw of all their values, (B, values per image): one kernel on
+    the GPU, and the first axis runs over the images (a data-parallel run deals its rows).
 
     `rng` is a NumPy Generator; its state, saved in a checkpoint, decides the values, so runs are
     reproducible and resume exactly. They are drawn on `like`'s device (nn.functional's
@@ -227,13 +228,13 @@ def make_noise(batch, resolution, rng, like=None, on_host=False):
     same values on every device (`generate`)."""
     device = "cpu" if like is None else like.device
     xp = np if on_host or like is None else nn.backend.get_array_module(like.data)
-    shapes = [(batch, 1, r, r) for r in resolutions_up_to(resolution) for _ in range(2)]
-    sizes = [math.prod(shape) for shape in shapes]
-    values = nn.backend.to_device(F.standard_normal(sum(sizes), np.float32, xp, rng), device)
+    sides = [r for r in resolutions_up_to(resolution) for _ in range(2)]
+    values = F.standard_normal((batch, sum(r * r for r in sides)), np.float32, xp, rng)
+    values = nn.backend.to_device(values, device)
     noise, start = [], 0
-    for shape, size in zip(shapes, sizes):
-        noise.append(nn.Tensor(values[start:start + size].reshape(shape)))
-        start += size
+    for r in sides:                          # each layer's columns, as (B, 1, r, r)
+        noise.append(nn.Tensor(values[:, start:start + r * r].reshape(batch, 1, r, r)))
+        start += r * r
     return noise
 
 

@@ -142,8 +142,6 @@ class VectorQuantizer(nn.Module):
             codebook_loss: mean |sg(z) - e_k|^2 (zero Tensor with ema=True)
             commitment_loss: mean |z - sg(e_k)|^2 (multiply by beta in the total loss)
             loss: codebook_loss + beta * commitment_loss
-            perplexity: exp(-sum_j p_j log p_j), p_j = share of this batch's vectors using code j
-                        (a 0-d array on z's device)
         """
         n, d, h, w = z.shape
         z_last = z.transpose(0, 2, 3, 1)                           # (N, h, w, D)
@@ -164,7 +162,6 @@ class VectorQuantizer(nn.Module):
             "codebook_loss": codebook_loss,
             "commitment_loss": commitment_loss,
             "loss": codebook_loss + self.beta * commitment_loss,
-            "perplexity": perplexity(code_counts(codes, self.num_codes)),
         }
 
     def decode_codes(self, codes):

@@ -496,7 +496,12 @@ def standard_normal(shape, dtype, xp, rng):
     are: on the CPU drawn from `rng` itself; on the GPU by the GPU's one cuRAND generator,
     reseeded with one integer drawn from `rng` (nothing crosses from the host but that seed). So
     `rng`'s state, saved in a checkpoint, decides the values on both devices and a resumed run
-    draws what the uninterrupted run drew (StyleGAN's per-layer noise, models/stylegan.py)."""
+    draws what the uninterrupted run drew (StyleGAN's per-layer noise, models/stylegan.py). A
+    Dealing generator (experiment/distributed.py) draws the global batch and keeps this
+    process's rows of the first axis, as in _uniform."""
+    if hasattr(rng, "for_global_batch"):
+        whole = np.random.Generator(rng.bit_generator)          # the same bits, drawn plainly
+        return rng.for_global_batch(shape, lambda shape: standard_normal(shape, dtype, xp, whole))
     if xp is np:
         return rng.standard_normal(shape, dtype=dtype)
     return _gpu_generator(xp, int(rng.integers(2 ** 63))).standard_normal(shape, dtype=dtype)

@@ -29,8 +29,23 @@ from conftest import ROOT, child_env
 
 MPIEXEC = (shutil.which("mpiexec", path=os.path.dirname(sys.executable))
            or shutil.which("mpiexec"))
-HAVE_MPI = importlib.util.find_spec("mpi4py") is not None and MPIEXEC is not None
-needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="mpi4py and mpiexec are not installed "
+
+
+def mpi_runs():
+    """mpi4py and an mpiexec that really starts 2 processes of this Python (a machine may have
+    an mpiexec of another MPI than the one mpi4py was built with: then it cannot)."""
+    if importlib.util.find_spec("mpi4py") is None or MPIEXEC is None:
+        return False
+    probe = [MPIEXEC, "-n", "2", sys.executable, "-c",
+             "from mpi4py import MPI; assert MPI.COMM_WORLD.Get_size() == 2"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+HAVE_MPI = mpi_runs()
+needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="no working mpi4py + mpiexec "
                                "(pip install -r requirements-distributed.txt)")
 ENV = {"OPENBLAS_NUM_THREADS": "1"}
 
@@ -53,7 +68,9 @@ def changed(flags, **values):
 # the tiny runs of test_crash_safety.py, 20 steps long
 DCGAN = changed(crash.DCGAN, steps_per_epoch=10, epochs=2)
 VQVAE = changed(crash.VQVAE, steps_per_epoch=10, epochs=2) + ["--augment"]
-STYLEGAN = changed(crash.STYLEGAN, steps_per_epoch=10, epochs=2, phase_images=80)
+STYLEGAN = changed(crash.STYLEGAN, steps_per_epoch=5, epochs=2, phase_images=40)
+# (10 steps: a tiny GAN amplifies the rounding of a different summation order; over 20 steps with
+# a fade-in at step 10 two exact-arithmetic-equal runs drifted 1e-7 -> 1e-5 from step 14 on)
 
 
 # ---- without MPI: the share of a batch and of its draws ------------------------------------------
@@ -171,7 +188,7 @@ def test_stylegan_with_diffaugment_logs_the_losses_of_one_process(tmp_path):
     runs whose --lr differ by 5e-7 (relative) end 20 steps apart by 1.6e-3 in their weights
     (measured; 1.2e-7 without DiffAugment), so 10 steps (8x8, then the fade to 16x16) are
     compared here, by every logged loss, penalty and score."""
-    flags = changed(STYLEGAN, epochs=1, phase_images=40, diffaugment="color,translation,cutout")
+    flags = changed(STYLEGAN, diffaugment="color,translation,cutout")    # 10 steps, as above
     train(1, "train_stylegan.py", tmp_path / "one", flags)
     train(2, "train_stylegan.py", tmp_path / "two", flags)
     histories = [experiment.load_checkpoint(os.path.join(tmp_path / run, "checkpoint.npz"))
