@@ -25,7 +25,7 @@ fit in what is left is skipped and says so:
 
 Every figure goes into <out>/gpu_check.json (or --json), written again after each part, so that a
 run cut short keeps what it measured; each part's whole output is in <out>/logs/. Where they are
-installed, pytest-timeout stops any test after 120 s and pytest-xdist runs the test files in 8
+installed, pytest-timeout stops any test after 120 s and pytest-xdist runs the test files in 12
 processes (2 in a dry run), which share the GPU. --dry-run runs every part on the CPU with NumPy,
 at 16x16 and 32x32 instead of 64x64 and 256x256, with a couple of steps and a few tests: CI runs
 it to test the plumbing. --standin runs it on the CuPy stand-in (tests/cupy_standin: NumPy under
@@ -71,9 +71,9 @@ SCRIPTS = {"dcgan": "train_dcgan.py", "vqvae": "train_vqvae.py", "stylegan": "tr
 # every child process (the dry run keeps each to one thread on a small shared machine).
 MODES = {
     "gpu": dict(device="gpu", sizes=(64, 256), tests=["tests"], slow_tests=["tests"], warmup=2, chunk=3, seconds=4.0,
-                script_steps=3, script_batch=8, workers=8, torch_device="cuda", torch_size=256, torch_width=64,
+                script_steps=3, script_batch=8, workers=12, torch_device="cuda", torch_size=256, torch_width=64,
                 torch_batch=32, slices=dict(train=48, validate=12), slice_size=256, flags={model: [] for model in MODELS}, env={},
-                caps=dict(tests=210, speed=75, pytorch=60, script=60, slow=600),
+                caps=dict(tests=240, speed=75, pytorch=60, script=60, slow=600),
                 minimums=dict(tests=60, speed=20, pytorch=20, script=20, slow=30)),
     "dry-run": dict(device="cpu", sizes=(16, 32), tests=["tests/test_gpu_path.py", "-k", "floor"],
                     slow_tests=["tests/test_gpu_path.py"],
