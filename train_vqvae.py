@@ -75,8 +75,8 @@ def vqvae_step(model, optimizer, x, rng):
 
 
 def train_vqvae(run, state, train_images, held, step):
-    """Stage 1 from training step `step` to the end; returns the steps done (with --profile: times
-    that many steps, op by op, and returns None)."""
+    """Stage 1 from training step `step` to the end; returns the steps done (with --profile N:
+    times N steps, op by op, and returns their nn.Profile instead)."""
     cfg, model, optimizer = run.config, state["vqvae"], state["vqvae_optimizer"]
     loader = data.BatchLoader(train_images, cfg.batch_size, seed=cfg.seed, device=run.device,
                               augment=cfg.augment)
@@ -90,9 +90,8 @@ def train_vqvae(run, state, train_images, held, step):
         used[...] += code_counts(codes, cfg.codes)
         return values
 
-    if cfg.profile:
-        run.profile(one_step, experiment.stream(loader, step, step + cfg.profile + 1))
-        return None
+    if cfg.profile:                               # --profile N: N of these steps, op by op
+        return run.profile(one_step, experiment.stream(loader, step, step + cfg.profile + 1))
     print(f"stage 1/3, VQ-VAE: {total} steps of {cfg.batch_size} "
           f"{'augmented ' if cfg.augment else ''}slices ({len(train_images)} training, "
           f"{len(held)} held out) on {run.device}", flush=True)
@@ -153,9 +152,8 @@ def code_maps_for_the_prior(run, model, train_images, held, labels):
             for batch in loader.epoch(copy):
                 codes.append(nn.backend.to_numpy(model.encode(nn.Tensor(batch))))
             slices.append(loader.order(copy))
-        held_codes = model.encode(nn.Tensor(held).to(run.device))
         maps = {"prior_codes": np.concatenate(codes), "prior_slices": np.concatenate(slices),
-                "held_codes": nn.backend.to_numpy(held_codes)}
+                "held_codes": nn.backend.to_numpy(model.encode(nn.Tensor(held).to(run.device)))}
         run.begin_stage("vqvae")                  # from here on losses.png shows the prior
     if labels is not None:
         train_labels, held_labels = labels
@@ -180,8 +178,10 @@ def prior_batch(cfg, code_maps, step, xp):
     return xp.asarray(train_codes[pick]), None if labels is None else labels[pick]
 
 
-def prior_bits(prior, code_maps, n_train):
-    """(bits per code on the n_train un-augmented training maps, on the held-out maps)."""
+def prior_bits(prior, code_maps):
+    """(bits per code on the un-augmented training maps, on the held-out maps). The first maps
+    are those of the training slices themselves, one each (code_maps_for_the_prior)."""
+    n_train = int(code_maps["prior_slices"].max()) + 1
     labels = code_maps.get("prior_labels")
     train = mean_bits(prior, code_maps["prior_codes"][:n_train],
                       None if labels is None else labels[:n_train])
@@ -200,11 +200,11 @@ def prior_step(prior, optimizer, codes, labels=None):
     return loss.data
 
 
-def train_prior(run, state, code_maps, offset, step, n_train):
+def train_prior(run, state, code_maps, offset, step):
     """Stage 2 from prior step `step` to the end; global steps continue after the VQ-VAE's
-    `offset`. Every epoch ends with the bits per code on the n_train un-augmented training maps
-    and on the held-out maps, logged and printed. Returns the prior steps done (with --profile:
-    times that many steps, op by op, and returns None)."""
+    `offset`. Every epoch ends with the bits per code on the un-augmented training maps
+    and on the held-out maps, logged and printed. Returns the prior steps done (with --profile N:
+    times N steps, op by op, and returns their nn.Profile instead)."""
     cfg, prior, optimizer = run.config, state["prior"], state["prior_optimizer"]
     xp = nn.backend.array_module_for(run.device)
     train_codes = code_maps["prior_codes"]
@@ -216,9 +216,8 @@ def train_prior(run, state, code_maps, offset, step, n_train):
         loss = prior_step(prior, optimizer, *prior_batch(cfg, code_maps, step, xp))
         return {"nll_bits": bits_per_code(loss)}                  # a 0-d array, read later
 
-    if cfg.profile:
-        run.profile(one_step, ((s, None) for s in range(step, step + cfg.profile + 1)))
-        return None
+    if cfg.profile:                               # --profile N: N of these steps, op by op
+        return run.profile(one_step, ((s, None) for s in range(step, step + cfg.profile + 1)))
     levels = f", conditioned on {cfg.prior_levels} slice levels" if cfg.prior_levels else ""
     print(f"stage 2/3, PixelCNN prior: {total} steps of {cfg.prior_batch_size} of "
           f"{len(train_codes)} code maps ({cfg.augment_copies} augmented copies of each training "
@@ -232,14 +231,14 @@ def train_prior(run, state, code_maps, offset, step, n_train):
             run.stop_if_requested(state, offset + step + 1, vqvae_steps=offset,
                                   prior_steps=step + 1, **code_maps)
         step = end
-        bits = prior_bits(prior, code_maps, n_train)
+        bits = prior_bits(prior, code_maps)
         run.end_epoch(train_nll_bits=bits[0], held_out_nll_bits=bits[1])
         print(f"  prior bits per code: {bits[0]:.3f} on the training maps, {bits[1]:.3f} on the "
               "held-out maps", flush=True)
         pictures.plot_losses(run.history, run.path("prior_losses.png"),
                              title="PixelCNN prior: negative log-likelihood (bits per code)")
         run.save(state, offset + step, vqvae_steps=offset, prior_steps=step, **code_maps)
-    train_bits, held_bits = bits or prior_bits(prior, code_maps, n_train)   # none left: measure
+    train_bits, held_bits = bits or prior_bits(prior, code_maps)   # none left: measure them
     run.log("prior", step=offset + step, held_out_nll_bits=held_bits, train_nll_bits=train_bits)
     print(f"prior: held-out negative log-likelihood {held_bits:.3f} bits per code", flush=True)
     return step
@@ -252,9 +251,9 @@ def sample_stage(run, model, prior, images):
     they decode to, their pictures, and their scores against the run's `images`."""
     cfg = run.config
     side = settings.vqvae.code_side(cfg)
-    spread = f", {cfg.prior_levels} levels evenly" if cfg.prior_levels else ""
     print(f"stage 3/3: sampling {cfg.samples} code maps of {side}x{side} (one prior pass per "
-          f"code) at temperature {cfg.temperature}{spread}", flush=True)
+          f"code) at temperature {cfg.temperature}"
+          + (f", {cfg.prior_levels} levels evenly" if cfg.prior_levels else ""), flush=True)
     model.eval()
     decoded, codes = vqvae.generate(model, prior, cfg.samples, side, cfg.seed, cfg.temperature)
     pictures.save_images(decoded, run.path("samples"))
@@ -265,8 +264,7 @@ def sample_stage(run, model, prior, images):
          "vmax": cfg.codes - 1, "interpolation": "nearest"},
         {"images": decoded[shown], "label": "decoded"}])
     write_report(run, decoded, images, temperature=cfg.temperature,
-                 codes_used_in_samples=int(len(np.unique(codes))))
-    print(f"pictures in {run.out}", flush=True)
+                 codes_used_in_samples=int(len(np.unique(codes))))     # and the pictures' page
 
 
 # ---- the three stages ------------------------------------------------------------------------------
@@ -322,8 +320,7 @@ def main():
     if cfg.stage in ("prior", "all"):
         code_maps = code_maps_for_the_prior(run, model, train_images, held, labels)
         state.update(prior_state)
-        prior_steps = train_prior(run, state, code_maps, vqvae_steps, prior_steps,
-                                  len(train_images))
+        prior_steps = train_prior(run, state, code_maps, vqvae_steps, prior_steps)
         if cfg.profile:
             return
 
