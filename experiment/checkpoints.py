@@ -143,7 +143,7 @@ STYLEGAN_OLD_NAMES = [   # (key prefix in version 1, today's): StyleGAN before i
 SETTINGS_ADDED_LATER = {
     "stylegan": {"blur": False, "diffaugment": "", "gamma_scaling": "none", "critic": "stylegan",
                  "d_fmap_base": None, "d_fmap_max": None, "lr_d": None, "synthesis": "replace",
-                 "critic_mbstd": 0},
+                 "critic_mbstd": 0, "g_widths": "", "g_output": "linear"},
     "vqvae": {"augment": True},
 }
 PRIOR_SETTINGS_ADDED_LATER = {"prior_levels": 0, "prior_dropout": 0.0}   # + prior_batch_size

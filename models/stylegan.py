@@ -18,8 +18,8 @@ While a new resolution R is faded in, alpha goes from 0 to 1 (Karras et al. 2018
 and real images are faded the same way (`fade_real_images`), so D never sees a sharper real image
 than G can draw. Layer counts: two style layers per resolution, 2 * log2(R) - 2 in total (10 at 64x64).
 
-Shapes: z and w are (B, w_dim); images are NCHW (B, 1, R, R) with values around [-1, 1] (no tanh:
-applying one after the fade is a reported failure).
+Shapes: z and w are (B, w_dim); images are NCHW (B, 1, R, R) with values around [-1, 1] (no tanh by
+default, as in the papers; Generator(tanh=True) adds one after the sum of a skip generator).
 """
 import math
 
@@ -242,11 +242,14 @@ class Generator(nn.Module):
     """Mapping network + synthesis network, with the truncation trick and style mixing."""
 
     def __init__(self, image_size=64, z_dim=64, w_dim=64, mapping_layers=8, fmap_base=1024,
-                 fmap_max=64, seed=0, blur=False, skip=False):
+                 fmap_max=64, seed=0, blur=False, skip=False, widths=None, tanh=False):
+        """widths: {resolution: channels} that replace channel_widths' at those resolutions.
+        tanh=True bounds the image to (-1, 1) by a tanh on the synthesis network's output (as
+        DCGAN's generator does); the default leaves it unbounded, as the papers do."""
         super().__init__()
         rng = np.random.default_rng(seed)
-        self.z_dim, self.w_dim = z_dim, w_dim
-        self.widths = channel_widths(image_size, fmap_base, fmap_max)
+        self.z_dim, self.w_dim, self.tanh = z_dim, w_dim, tanh
+        self.widths = {**channel_widths(image_size, fmap_base, fmap_max), **(widths or {})}
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, rng=rng)
         self.synthesis = SynthesisNetwork(image_size, w_dim, self.widths, blur, rng=rng, skip=skip)
 
@@ -259,7 +262,8 @@ class Generator(nn.Module):
         ws = layer_styles(w, num_style_layers(resolution), w_mix, crossover)
         if psi is not None:
             ws = truncate(ws, w_avg, psi)
-        return self.synthesis(ws, resolution, alpha, noise)
+        image = self.synthesis(ws, resolution, alpha, noise)
+        return F.tanh(image) if self.tanh else image
 
     def mean_w(self, n=4096, seed=0):
         """The average w over n random z: the centre that truncation pulls towards."""

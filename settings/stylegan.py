@@ -35,6 +35,12 @@ def flags(description):
     g.add_argument("--fmap-base", type=int, default=512, rule=at_least(1),
                    help="channels at resolution R: min(fmap-max, fmap-base / R) (default: %(default)s)")
     g.add_argument("--fmap-max", type=int, default=64, rule=at_least(1), help="default: %(default)s")
+    g.add_argument("--g-widths", default="", metavar="R=C,...", rule=width_list,
+                   help="G's channels at some resolutions instead of the --fmap-base rule, e.g. "
+                        "64=16 or 16=64,32=32 (default: none)")
+    g.add_argument("--g-output", choices=("linear", "tanh"), default="linear",
+                   help="G's image as the synthesis network draws it (the papers), or bounded by "
+                        "a tanh as DCGAN's is; tanh needs --synthesis skip (default: %(default)s)")
     g.add_argument("--d-fmap-base", type=int, default=None, rule=optional(at_least(1)),
                    help="D's own --fmap-base (default: G's)")
     g.add_argument("--d-fmap-max", type=int, default=None, rule=optional(at_least(1)),
@@ -114,6 +120,23 @@ def phase_list(text):
         return "use whole numbers of images (at least 1) separated by commas, e.g. 16000,16000,12000"
 
 
+def width_list(text):
+    """The rule for --g-widths: empty, or resolution=channels pairs separated by commas."""
+    if text and widths_of(text) is None:
+        return "use resolution=channels pairs separated by commas, e.g. 64=16 or 16=64,32=32"
+
+
+def widths_of(text):
+    """--g-widths as {resolution: channels} ({} when empty), or None when it cannot be read."""
+    widths = {}
+    for pair in filter(None, text.split(",")):
+        parts = pair.split("=")
+        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            return None
+        widths[int(parts[0])] = int(parts[1])
+    return widths
+
+
 def phase_images(config):
     """--phase-images as one image count per resolution before the final one (one number is used
     for all). Raises SettingsError when the list has the wrong length."""
@@ -141,6 +164,14 @@ def check(config, images=None):
         raise SettingsError("loss", config.loss, "--critic dcgan has batch norm, which couples the "
                             "images of a batch and so breaks a per-image gradient penalty: use "
                             "--loss ns")
+    resolutions = stylegan.resolutions_up_to(config.image_size)
+    for r in widths_of(config.g_widths):
+        if r not in resolutions:
+            raise SettingsError("g_widths", config.g_widths, f"{r} is not one of G's resolutions "
+                                f"at --image-size {config.image_size}: use one of {resolutions}")
+    if config.g_output == "tanh" and config.synthesis != "skip":
+        raise SettingsError("g_output", config.g_output, "a tanh after the replace generator's "
+                            "fade-in blend is a reported failure: add --synthesis skip")
     if config.batch_size % stylegan.MBSTD_GROUP:
         raise SettingsError("batch_size", config.batch_size, f"use a multiple of "
                             f"{stylegan.MBSTD_GROUP} (minibatch standard deviation groups)")
@@ -186,7 +217,8 @@ def build(config, seed=0):
     """(generator, discriminator) for a run's settings."""
     generator = stylegan.Generator(config.image_size, config.z_dim, config.w_dim,
                                    config.mapping_layers, config.fmap_base, config.fmap_max,
-                                   seed=seed, blur=config.blur, skip=config.synthesis == "skip")
+                                   seed=seed, blur=config.blur, skip=config.synthesis == "skip",
+                                   widths=widths_of(config.g_widths), tanh=config.g_output == "tanh")
     if config.critic in ("dcgan", "strided"):
         nn.manual_seed(seed + 1)                  # DCGAN's initialisation draws from nn.init
         return generator, stylegan.StridedCritic(config.image_size, config.ndf, config.dropout,
@@ -203,7 +235,8 @@ def memory_estimate(config):
     the upsampled input (w_{r/2} r^2), D's convolutions (2 w_r + w_{r/2}) r^2. D runs on real and
     fake images, twice more for the penalty's double backward (R1 or WGAN-GP), and in G's step.
     The parameters are counted on the built networks."""
-    widths = stylegan.channel_widths(config.image_size, config.fmap_base, config.fmap_max)
+    widths = {**stylegan.channel_widths(config.image_size, config.fmap_base, config.fmap_max),
+              **widths_of(config.g_widths)}
     maps = 0
     for r, width in widths.items():
         previous = widths[max(4, r // 2)]

@@ -110,6 +110,8 @@ OWN = {   # each script's own flags
                                       "translation, cutout"),
         (["--diffaugment", "cutout,cutout"], "--diffaugment cutout,cutout"),
         (["--gamma-scaling", "pixels"], "argument --gamma-scaling: invalid choice"),
+        (["--g-widths", "64:16"], "--g-widths 64:16: use resolution=channels pairs"),
+        (["--g-widths", "64=0"], "--g-widths 64=0: use resolution=channels pairs"),
         (["--gamma-scaling", "resolution"], "--gamma-scaling resolution: it scales R1's gamma, "
                                             "and only --loss ns-r1 has R1: add --loss ns-r1"),
         (["--ema-half-life", "0"], "--ema-half-life 0.0"), (["--samples", "1"], "--samples 1"),

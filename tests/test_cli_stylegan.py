@@ -181,6 +181,7 @@ DESIGNS = {
     "dcgan critic": ["--critic", "dcgan", "--loss", "ns", "--ndf", "4", "--critic-mbstd", "4",
                      "--lr-d", "0.0002", "--synthesis", "skip"],
     "wider critic": ["--d-fmap-base", "64", "--d-fmap-max", "16"],
+    "G's own widths, tanh": ["--g-widths", "8=4,16=8", "--g-output", "tanh", "--synthesis", "skip"],
 }
 
 

@@ -370,3 +370,28 @@ def test_the_non_saturating_loss_alone_adds_no_penalty():
     alone, log = discriminator_loss(critic, reals, fakes, Loss("ns"), regularise=True)
     assert "penalty" not in log and log_r1["penalty"] > 0
     assert alone.item() == pytest.approx(float(log_r1["d_loss"]), rel=1e-6)
+
+
+def test_g_widths_replace_the_channel_rule_at_the_named_resolutions_only():
+    plain, wide = tiny_generator(), sg.Generator(32, seed=0, widths={16: 7}, **TINY)
+    assert wide.widths[16] == 7 and {r: w for r, w in wide.widths.items() if r != 16} == \
+        {r: w for r, w in plain.widths.items() if r != 16}
+    assert wide.synthesis.blocks[16].to_image.weight.shape[1] == 7
+    assert wide.synthesis.blocks[32].layer0.conv.weight.shape[1] == 7
+
+
+def test_the_tanh_output_is_tanh_of_the_linear_image_and_is_gradient_checked(device):
+    small = dict(z_dim=4, w_dim=4, mapping_layers=1, fmap_base=16, fmap_max=2, skip=True)
+    G = sg.Generator(16, tanh=True, **small).to(device).double()
+    linear = sg.Generator(16, **small).to(device).double()
+    for p, q in zip(G.parameters(), linear.parameters()):   # the same, and no constant maps
+        p.data = p.data + nn.Tensor(np.random.default_rng(1).normal(0, 0.5, p.shape)).to(device).data
+        q.data = p.data.copy()
+    z = nn.Tensor(np.random.default_rng(2).standard_normal((4, 4)), requires_grad=True).to(device)
+    z.requires_grad = True
+    noise = [nn.Tensor(n.data.astype(np.float64)).to(device) for n in noise_for(4, 16, device)]
+    plain = linear(z, 16, 1.0, noise).numpy()
+    assert np.abs(plain).max() > 1.5                          # tanh has something to bound
+    np.testing.assert_allclose(G(z, 16, 1.0, noise).numpy(), np.tanh(plain), rtol=1e-12)
+    assert nn.gradcheck(lambda z: G(z, 16, 1.0, noise), [z], params=list(G.parameters()),
+                        atol=1e-6, rtol=1e-4)
