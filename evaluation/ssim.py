@@ -48,6 +48,8 @@ WIN = 2 * RADIUS + 1
 BLOCK = 32                     # output columns per block of the banded matrix product
 CHUNK_PIXELS = 2 ** 17         # about this many pixels per chunk of images (fits in cache)
 SINGLE_PRECISION_ABOVE = 64 * 64   # nearest_neighbour_ssim of larger images: in float32
+SEARCH_PAIR_PIXELS = 2 ** 29   # nearest_neighbour_ssim: above samples x real x pixels, candidates
+MIN_CANDIDATES = 64            # ... at least this many real images per sample
 
 
 def gaussian_window_1d(sigma=SIGMA, radius=RADIUS):
@@ -192,7 +194,7 @@ def ssim(a, b, data_range=2.0):
     return float(ssim_batch(a, b, data_range)[0])
 
 
-def ssim_matrix(x, y, data_range=2.0, chunk=None, dtype=np.float64):
+def ssim_matrix(x, y, data_range=2.0, chunk=None, dtype=np.float64, wanted=None):
     """SSIM of every image of x against every image of y: shape (len(x), len(y)), computed in
     `dtype` (float32: about twice as fast, means within 1e-6 of float64's).
 
@@ -200,35 +202,70 @@ def ssim_matrix(x, y, data_range=2.0, chunk=None, dtype=np.float64):
     chunk of y inside it); for a pair only the cross term G*(x y) is new.  y is processed in
     chunks of `chunk` images (default: about CHUNK_PIXELS pixels, which keeps the arrays of one
     step in cache); x in chunks of up to 32 times as many.
+
+    wanted: an optional boolean (len(x), len(y)) mask; only those pairs are computed (the others
+    are -inf), and a chunk of y that no pair wants is not even filtered.
     """
     c1, c2 = _check_range(data_range)
     x, y = as_image_stack(x, "x", dtype), as_image_stack(y, "y", dtype)
     if x.shape[1:] != y.shape[1:]:
         raise ValueError(f"image sizes differ: {x.shape[1:]} vs {y.shape[1:]}")
+    if wanted is None:
+        wanted = np.ones((len(x), len(y)), bool)
     band_h, band_w = band_matrix(x.shape[1], dtype), band_matrix(x.shape[2], dtype)
     step = _chunk_size(x.shape[1], x.shape[2], chunk)
-    out = np.empty((len(x), len(y)))
+    out = np.full((len(x), len(y)), -np.inf)
     for i0 in range(0, len(x), 32 * step):
         sx = _Stats(x[i0:i0 + 32 * step], band_h, band_w, c1, c2)
         for j0 in range(0, len(y), step):
+            block = wanted[i0:i0 + 32 * step, j0:j0 + step]
+            if not block.any():
+                continue
             sy = _Stats(y[j0:j0 + step], band_h, band_w, c1, c2)
-            for i in range(sx.hnw.shape[1]):
+            for i in np.flatnonzero(block.any(axis=1)):
                 image, mu, lum, con = sx.image(i)
-                cross = gaussian_filter_valid(image * sy.hnw, band_h, band_w)
-                out[i0 + i, j0:j0 + step] = _mean_ssim(mu, lum, con, sy.mu, sy.lum, sy.con,
-                                                       cross, c1, c2)
+                if block[i].all():
+                    cols, y_hnw, y_mu, y_lum, y_con = slice(None), sy.hnw, sy.mu, sy.lum, sy.con
+                else:                             # only the wanted partners (copies)
+                    cols = np.flatnonzero(block[i])
+                    y_hnw, y_mu, y_lum, y_con = (a[:, cols] for a in (sy.hnw, sy.mu, sy.lum, sy.con))
+                cross = gaussian_filter_valid(image * y_hnw, band_h, band_w)
+                out[i0 + i, j0:j0 + step][cols] = _mean_ssim(mu, lum, con, y_mu, y_lum, y_con,
+                                                             cross, c1, c2)
     return out
 
 
-def nearest_neighbour_ssim(samples, real, data_range=2.0, chunk=None, return_index=False):
+def nearest_neighbour_ssim(samples, real, data_range=2.0, chunk=None, return_index=False,
+                           candidates=None):
     """Best SSIM of each sample against all real images (the course metric), shape (S,).
 
     score_s = max_r SSIM(sample_s, real_r).  With return_index=True also returns the argmax r.
     Images larger than 64x64 are compared in float32 (SINGLE_PRECISION_ABOVE): every pair costs a
     filtering of the whole image, so 64 samples against 2,000 slices of 256x256 take about half
-    the time, and the means stay within 1e-6 of float64's (tested)."""
-    big = np.prod(np.shape(real)[-2:]) > SINGLE_PRECISION_ABOVE
-    scores = ssim_matrix(samples, real, data_range, chunk, np.float32 if big else np.float64)
+    the time, and the means stay within 1e-6 of float64's (tested).
+
+    Large searches look only among candidates: when S x R x pixels exceeds SEARCH_PAIR_PIXELS
+    (e.g. 64 samples against 2,000 slices of 256x256), each sample is compared with the
+    `candidates` real images nearest to it in pixel distance (default: as many as the budget
+    allows, at least MIN_CANDIDATES), max over r in C_s of SSIM(sample_s, real_r).  That is never
+    more than the exact score, and equal whenever the best match by SSIM is among the nearest by
+    pixels (on the bundled 64x64 slices, 20 candidates of 106 gave means within 0.001 of the exact
+    search for four runs' samples, and the identical score for the held-out real slices)."""
+    pixels = int(np.prod(np.shape(real)[-2:]))
+    big = pixels > SINGLE_PRECISION_ABOVE
+    if candidates is None:
+        candidates = len(real) if len(samples) * len(real) * pixels <= SEARCH_PAIR_PIXELS else \
+            max(MIN_CANDIDATES, SEARCH_PAIR_PIXELS // (len(samples) * pixels))
+    wanted = None
+    if candidates < len(real):
+        flat_s = as_image_stack(samples, "samples", np.float32).reshape(len(samples), -1)
+        flat_r = as_image_stack(real, "real", np.float32).reshape(len(real), -1)
+        distance = (flat_r * flat_r).sum(axis=1)[None] - 2 * flat_s @ flat_r.T   # + |s|^2
+        nearest = np.argsort(distance, axis=1)[:, :candidates]
+        wanted = np.zeros(distance.shape, bool)
+        np.put_along_axis(wanted, nearest, True, axis=1)
+    scores = ssim_matrix(samples, real, data_range, chunk, np.float32 if big else np.float64,
+                         wanted=wanted)
     best = scores.argmax(axis=1)
     values = scores[np.arange(len(best)), best]
     return (values, best) if return_index else values
@@ -245,8 +282,8 @@ def _pair_from_rank(rank, n):
 def pairwise_ssim(images, data_range=2.0, max_pairs=None, seed=0):
     """Mean SSIM over distinct pairs i < j (diversity; lower means more diverse).
 
-    All n(n-1)/2 pairs by default, read off the full SSIM matrix (each image's moments are then
-    filtered once).  With max_pairs below that, a seeded random subset of that many distinct
+    All n(n-1)/2 pairs by default, the upper triangle of the SSIM matrix (each image's moments
+    are then filtered once).  With max_pairs below that, a seeded random subset of that many distinct
     pairs is scored pair by pair instead.
     """
     images = as_image_stack(images)
@@ -255,8 +292,8 @@ def pairwise_ssim(images, data_range=2.0, max_pairs=None, seed=0):
         raise ValueError("pairwise_ssim needs at least two images")
     n_pairs = n * (n - 1) // 2
     if max_pairs is None or max_pairs >= n_pairs:
-        upper = np.triu_indices(n, k=1)
-        return float(ssim_matrix(images, images, data_range)[upper].mean())
+        upper = np.triu(np.ones((n, n), bool), k=1)              # each pair once
+        return float(ssim_matrix(images, images, data_range, wanted=upper)[upper].mean())
     ranks = np.random.default_rng(seed).choice(n_pairs, size=int(max_pairs), replace=False)
     i, j = _pair_from_rank(np.sort(ranks), n)
     return float(ssim_batch(images[i], images[j], data_range).mean())

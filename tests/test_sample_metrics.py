@@ -220,3 +220,18 @@ def test_kid_is_seeded_and_refuses_tiny_sets(rng):
     assert kid.kid(x, y, 10, 5, seed=3) != kid.kid(x, y, 10, 5, seed=4)
     with pytest.raises(ValueError, match="at least 2"):
         kid.kid(x[:1], y)
+
+
+def test_the_gram_route_gives_the_svd_of_wide_centred_rows():
+    """singular_values_and_axes works on X X^T when there are more pixels than images; it must
+    agree with LAPACK's SVD of X (axes up to sign), and its axes must be orthonormal."""
+    from evaluation.features import singular_values_and_axes
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 300)) @ np.diag(np.linspace(3, 0.1, 300))
+    x -= x.mean(axis=0)
+    s, vt = singular_values_and_axes(x)
+    _, s_ref, vt_ref = np.linalg.svd(x, full_matrices=False)
+    np.testing.assert_allclose(s[:11], s_ref[:11], rtol=1e-9)
+    assert s[11] < 1e-6 * s[0] and not vt[11].any()          # centred: rank n - 1
+    np.testing.assert_allclose(np.abs((vt[:11] * vt_ref[:11]).sum(axis=1)), 1.0, atol=1e-9)
+    np.testing.assert_allclose(vt[:11] @ vt[:11].T, np.eye(11), atol=1e-9)

@@ -174,3 +174,44 @@ def test_large_images_are_searched_in_float32_within_1e_6_of_float64(rng):
     values, index = metrics.nearest_neighbour_ssim(samples, real, return_index=True)
     np.testing.assert_allclose(values, exact.max(axis=1), atol=1e-6)
     assert index.tolist() == [1, 4, 7]
+
+
+def test_a_search_among_candidates_finds_the_match_and_never_exceeds_the_exact_score(rng):
+    """nearest_neighbour_ssim(candidates=k): SSIM only against each sample's k nearest real
+    images by pixel distance; a lower bound of the exact search, equal when the match is near."""
+    real = rng.uniform(-1, 1, (12, 24, 24))
+    samples = np.clip(real[[2, 9, 5]] + rng.normal(0, 0.2, (3, 24, 24)), -1, 1)
+    exact, index = metrics.nearest_neighbour_ssim(samples, real, return_index=True)
+    found, where = metrics.nearest_neighbour_ssim(samples, real, return_index=True, candidates=1)
+    assert where.tolist() == index.tolist() == [2, 9, 5]
+    np.testing.assert_allclose(found, exact, atol=1e-12)
+    unrelated = rng.uniform(-1, 1, (4, 24, 24))                     # no real image is near
+    few = metrics.nearest_neighbour_ssim(unrelated, real, candidates=2)
+    everyone = metrics.nearest_neighbour_ssim(unrelated, real)
+    assert np.all(few <= everyone) and np.any(few < everyone)
+    np.testing.assert_allclose(metrics.nearest_neighbour_ssim(unrelated, real, candidates=12),
+                               everyone, atol=1e-12)
+
+
+def test_large_searches_use_candidates_by_the_pair_pixel_budget(rng, monkeypatch):
+    real = rng.uniform(-1, 1, (10, 16, 16))
+    samples = rng.uniform(-1, 1, (3, 16, 16))
+    exact = metrics.nearest_neighbour_ssim(samples, real)
+    monkeypatch.setattr(metrics, "SEARCH_PAIR_PIXELS", 3 * 10 * 256 - 1)   # just over budget
+    monkeypatch.setattr(metrics, "MIN_CANDIDATES", 2)
+    seen = {}
+    original = metrics.ssim_matrix
+    monkeypatch.setattr(metrics, "ssim_matrix", lambda *a, wanted=None, **k: (
+        seen.setdefault("wanted", wanted), original(*a, wanted=wanted, **k))[1])
+    budgeted = metrics.nearest_neighbour_ssim(samples, real)
+    assert seen["wanted"].sum(axis=1).tolist() == [9, 9, 9]         # budget // (3 x 256) = 9
+    assert np.all(budgeted <= exact + 1e-12)
+
+
+def test_ssim_matrix_computes_only_the_wanted_pairs(rng):
+    x, y = rng.uniform(-1, 1, (3, 16, 16)), rng.uniform(-1, 1, (5, 16, 16))
+    wanted = rng.random((3, 5)) < 0.5
+    full = metrics.ssim_matrix(x, y, chunk=2)
+    part = metrics.ssim_matrix(x, y, chunk=2, wanted=wanted)
+    np.testing.assert_allclose(part[wanted], full[wanted], atol=1e-12)
+    assert np.all(part[~wanted] == -np.inf)
