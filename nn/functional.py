@@ -194,8 +194,9 @@ class _Standardize(Function):
         self.axes, self.eps = axes, eps
 
     def forward(self, x):
-        self.mean, self.var, self.inv_std, x_hat = _standardize_arrays(x, self.axes, self.eps)
-        return x_hat
+        self.mean, self.var, centred = _batch_statistics(x, self.axes)
+        return elementwise(get_array_module(x), standardize_kernel)(
+            centred, self.var, x.dtype.type(self.eps))
 
     def backward(self, g):
         x, = self.inputs
@@ -205,28 +206,31 @@ class _Standardize(Function):
             sum_g_x_hat = (g * x_hat).sum(axis=self.axes, keepdims=True)
             inv_count = g.dtype.type(1.0 / (g.size // sum_g.size))
             return Tensor(elementwise(get_array_module(g), standardize_grad_kernel)(
-                g, x_hat, sum_g, sum_g_x_hat, self.inv_std, inv_count))
+                g, x_hat, sum_g, sum_g_x_hat, self.var, g.dtype.type(self.eps), inv_count))
         x_hat, inv_std = _standardize_composed(x, self.axes, self.eps)   # create_graph=True
         mean_g = g.mean(axis=self.axes, keepdims=True)
         mean_g_x_hat = (g * x_hat).mean(axis=self.axes, keepdims=True)
         return (g - mean_g - x_hat * mean_g_x_hat) * inv_std
 
 
-def standardize_grad_kernel(g, x_hat, sum_g, sum_g_x_hat, inv_std, inv_count):
-    """gx = (g - mean(g) - x_hat * mean(g * x_hat)) * inv_std, each mean a sum times 1/M =
-    inv_count (_Standardize's backward, the sums given): one kernel on the GPU."""
+def standardize_kernel(centred, var, eps):
+    """x_hat = centred * (1 / sqrt(var + eps)): one kernel on the GPU."""
+    return centred * (1.0 / get_array_module(var).sqrt(var + eps))
+
+
+def standardize_grad_kernel(g, x_hat, sum_g, sum_g_x_hat, var, eps, inv_count):
+    """gx = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(var + eps), each mean a sum times
+    1/M = inv_count (_Standardize's backward, the sums given): one kernel on the GPU."""
+    inv_std = 1.0 / get_array_module(var).sqrt(var + eps)
     return (g - sum_g * inv_count - x_hat * (sum_g_x_hat * inv_count)) * inv_std
 
 
-def _batch_statistics(x, axes, eps):
-    """mean, biased variance and 1/sqrt(var + eps) of a raw array over `axes` (kept as size-1
-    axes), and x - mean: two reductions and two fused kernels (centre_kernel, inverse_std_kernel)."""
-    xp = get_array_module(x)
+def _batch_statistics(x, axes):
+    """mean and biased variance of a raw array over `axes` (kept as size-1 axes), and x - mean:
+    two reductions and a fused kernel (centre_kernel)."""
     mean = x.mean(axis=axes, keepdims=True)
-    centred, squared = elementwise(xp, centre_kernel)(x, mean)
-    var = squared.mean(axis=axes, keepdims=True)
-    inv_std = elementwise(xp, inverse_std_kernel)(var, var.dtype.type(eps))
-    return mean, var, inv_std, centred
+    centred, squared = elementwise(get_array_module(x), centre_kernel)(x, mean)
+    return mean, squared.mean(axis=axes, keepdims=True), centred
 
 
 def centre_kernel(x, mean):
@@ -234,18 +238,6 @@ def centre_kernel(x, mean):
     centred = x - mean
     return centred, get_array_module(x).square(centred)
 
-
-def inverse_std_kernel(var, eps):
-    """1 / sqrt(var + eps): one kernel on the GPU."""
-    return 1.0 / get_array_module(var).sqrt(var + eps)
-
-
-def _standardize_arrays(x, axes, eps):
-    """mean, biased variance, 1/sqrt(var + eps) and x_hat = (x - mean) / sqrt(var + eps) of a raw
-    array over `axes` (kept as size-1 axes)."""
-    mean, var, inv_std, x_hat = _batch_statistics(x, axes, eps)
-    x_hat *= inv_std
-    return mean, var, inv_std, x_hat
 
 
 def _standardize_composed(x, axes, eps):
@@ -309,10 +301,10 @@ class _BatchNorm(Function):
         self.axes, self.eps = axes, eps
 
     def forward(self, x, weight, bias):
-        self.mean, self.var, self.inv_std, centred = _batch_statistics(x, self.axes, self.eps)
+        self.mean, self.var, centred = _batch_statistics(x, self.axes)
         channel = (1, -1) + (1,) * (x.ndim - 2)
         self.x_hat, y = elementwise(get_array_module(x), batch_norm_kernel)(
-            centred, self.inv_std, weight.reshape(channel), bias.reshape(channel))
+            centred, self.var, x.dtype.type(self.eps), weight.reshape(channel), bias.reshape(channel))
         return y
 
     def backward(self, g):
@@ -326,19 +318,21 @@ class _BatchNorm(Function):
         g_weight = (g * self.x_hat).sum(axis=self.axes)
         g_x = elementwise(get_array_module(g), batch_norm_grad_kernel)(
             g, self.x_hat, g_bias.reshape(channel), g_weight.reshape(channel),
-            weight.data.reshape(channel), self.inv_std, g.dtype.type(1.0 / (g.size // g.shape[1])))
+            weight.data.reshape(channel), self.var, g.dtype.type(self.eps),
+            g.dtype.type(1.0 / (g.size // g.shape[1])))
         return Tensor(g_x), Tensor(g_weight), Tensor(g_bias)
 
 
-def batch_norm_kernel(centred, inv_std, weight, bias):
-    """(x_hat, y) = (centred * inv_std, x_hat * weight + bias): one kernel on the GPU."""
-    x_hat = centred * inv_std
+def batch_norm_kernel(centred, var, eps, weight, bias):
+    """(x_hat, y) = (centred / sqrt(var + eps), x_hat * weight + bias): one kernel on the GPU."""
+    x_hat = centred * (1.0 / get_array_module(var).sqrt(var + eps))
     return x_hat, x_hat * weight + bias
 
 
-def batch_norm_grad_kernel(g, x_hat, g_bias, g_weight, weight, inv_std, inv_count):
-    """g_x = (g - g_bias / M - x_hat * g_weight / M) * weight * inv_std, with 1/M = inv_count
-    (_batch_norm_backward's g_x, the sums given): one kernel on the GPU."""
+def batch_norm_grad_kernel(g, x_hat, g_bias, g_weight, weight, var, eps, inv_count):
+    """g_x = (g - g_bias / M - x_hat * g_weight / M) * weight / sqrt(var + eps), with
+    1/M = inv_count (_batch_norm_backward's g_x, the sums given): one kernel on the GPU."""
+    inv_std = 1.0 / get_array_module(var).sqrt(var + eps)
     return (g - g_bias * inv_count - x_hat * (g_weight * inv_count)) * (weight * inv_std)
 
 
