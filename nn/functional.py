@@ -304,7 +304,8 @@ class _BatchNorm(Function):
         self.mean, self.var, centred = _batch_statistics(x, self.axes)
         channel = (1, -1) + (1,) * (x.ndim - 2)
         self.x_hat, y = elementwise(get_array_module(x), batch_norm_kernel)(
-            centred, self.var, x.dtype.type(self.eps), weight.reshape(channel), bias.reshape(channel))
+            centred, self.var, x.dtype.type(self.eps), weight.reshape(channel),
+            bias.reshape(channel))
         return y
 
     def backward(self, g):
@@ -587,15 +588,31 @@ def dropout(x, p=0.5, training=True, rng=None):
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0:
         return x
-    xp = get_array_module(x.data)
-    uniform = _uniform(x.shape, x.dtype, xp, rng)
-    mask = elementwise(xp, dropout_mask_kernel)(uniform, x.dtype.type(p), x.dtype.type(1.0 / (1.0 - p)))
-    return _ScaleBy(mask)(x)
+    return _Dropout(_uniform(x.shape, x.dtype, get_array_module(x.data), rng), p)(x)
 
 
-def dropout_mask_kernel(uniform, p, scale):
-    """mask = (uniform >= p) * scale, scale = 1 / (1 - p): one kernel on the GPU."""
-    return (uniform >= p).astype(uniform.dtype) * scale
+class _Dropout(Function):
+    """y = x * mask, mask = (uniform >= p) / (1 - p), both made by one kernel (dropout_kernel);
+    dy/dx = mask, so the backward is _ScaleBy(mask), like _LeakyReLU's."""
+
+    def __init__(self, uniform, p):
+        self.uniform, self.p = uniform, p
+
+    def forward(self, x):
+        scalar = x.dtype.type
+        y, self.mask = elementwise(get_array_module(x), dropout_kernel)(
+            x, self.uniform, scalar(self.p), scalar(1.0 / (1.0 - self.p)))
+        self.uniform = None
+        return y
+
+    def backward(self, gy):
+        return _ScaleBy(self.mask)(gy)
+
+
+def dropout_kernel(x, uniform, p, scale):
+    """(y, mask) = (x * mask, (uniform >= p) * scale), scale = 1 / (1 - p): one GPU kernel."""
+    mask = (uniform >= p).astype(x.dtype) * scale
+    return x * mask, mask
 
 
 # ---- resampling --------------------------------------------------------------------------------
