@@ -88,7 +88,8 @@ class EqualLinear(nn.Module):
         return self.weight * self.scale         # w = c w_hat
 
     def forward(self, x):
-        return F.linear(x, self.runtime_weight(), self.bias * self.lrmul)   # x w^T + lrmul b_hat
+        bias = self.bias * self.lrmul if self.lrmul != 1 else self.bias     # (b_hat * 1 = b_hat)
+        return F.linear(x, self.runtime_weight(), bias)                     # x w^T + lrmul b_hat
 
 
 class EqualConv2d(nn.Module):

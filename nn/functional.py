@@ -643,15 +643,22 @@ class _SumPool(Function):
 
     def forward(self, x):
         (sh, sw), x = self.factor, x.transpose(0, 2, 3, 1)       # channels-last view
-        y = x[:, 0::sh, 0::sw].copy()
-        for a in range(sh):                                        # one strided slice per offset
-            for b in range(sw):
-                if a or b:
-                    y += x[:, a::sh, b::sw]
+        offsets = [x[:, a::sh, b::sw] for a in range(sh) for b in range(sw)]  # strided slices
+        if len(offsets) == 1:
+            return offsets[0].copy().transpose(0, 3, 1, 2)
+        y = elementwise(get_array_module(x), sum_kernel)(*offsets)
         return y.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
         return _UpsampleNearest(self.factor)(gy)
+
+
+def sum_kernel(first, *others):
+    """first + others[0] + others[1] + ..., added in that order: one kernel on the GPU."""
+    total = first
+    for other in others:
+        total = total + other
+    return total
 
 
 def upsample_nearest(x, scale_factor=2):
