@@ -5,6 +5,10 @@ gradients, for gradient penalties) come for free. A few get a Function of their 
 that is much faster or numerically safer; their `backward` is still written with Tensor
 operations, so it can be differentiated again.
 
+On the GPU their element-wise parts run as fused kernels (the *_kernel functions here, through
+nn.backend.elementwise: one launch each instead of one per operation); on the CPU the same
+functions run as plain NumPy, the same operations in the same order.
+
 Layout is NCHW. Reading order: linear, activations, normalisation, dropout, resampling,
 joining and padding, losses, then the StyleGAN helpers (pixel norm, minibatch stddev).
 """
@@ -185,9 +189,12 @@ class _Standardize(Function):
 
     Backward, with M the number of values per slice and averages over `axes`:
         gx = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(var + eps)
-    For a plain backward the saved x_hat and 1/std are used. When the backward itself is
-    being recorded (create_graph=True), x_hat and 1/std are rebuilt from x with primitive
-    ops, so that the formula above is differentiable with respect to x as well.
+    For a plain backward the saved x_hat and variance are used: two sums over raw arrays and
+    one kernel (standardize_grad_kernel). When the backward itself is being recorded
+    (create_graph=True), x_hat and 1/std are rebuilt from x with primitive ops, so that the
+    formula above is differentiable with respect to x as well.
+    On the GPU the forward is two reductions and two kernels (_batch_statistics,
+    standardize_kernel).
     """
 
     def __init__(self, axes, eps):
@@ -237,7 +244,6 @@ def centre_kernel(x, mean):
     """(x - mean, (x - mean)^2): one kernel on the GPU."""
     centred = x - mean
     return centred, get_array_module(x).square(centred)
-
 
 
 def _standardize_composed(x, axes, eps):
@@ -292,9 +298,11 @@ class _BatchNorm(Function):
         g_bias = sum(g)      g_weight = sum(g * x_hat)
         g_x    = weight / sqrt(var + eps) * (g - g_bias / M - x_hat * g_weight / M)
 
-    computed on the saved x_hat for a plain backward, and on Tensors rebuilt from x with primitive
-    ops when the backward itself is recorded (create_graph=True), so that it is differentiable
-    again. The batch statistics stay available as `.mean` and `.var` for the running averages.
+    computed on the saved x_hat for a plain backward (two sums and one kernel,
+    batch_norm_grad_kernel), and on Tensors rebuilt from x with primitive ops when the backward
+    itself is recorded (create_graph=True), so that it is differentiable again. The forward is
+    two reductions and two kernels on the GPU (_batch_statistics, batch_norm_kernel). The batch
+    statistics stay available as `.mean` and `.var` for the running averages.
     """
 
     def __init__(self, axes, eps):
