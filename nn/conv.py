@@ -46,9 +46,13 @@ B. Gathering on the phase grid (conv2d's input gradient = conv_transpose2d; kern
 
 C. Scattering (conv_transpose2d otherwise: kernel not a multiple of the stride, or an output
    much larger than its input, like DCGAN's 1x1 -> 4x4). One product P = x @ Wmat gives each
-   input pixel its kh x kw x O patch, added into the output by kh*kw strided slice adds:
+   input pixel its kh x kw x O patch, added into the output tap by tap:
 
        out[n, i*s + ky - p, j*s + kx - p, o] += P[(n, i, j), (ky, kx, o)]
+
+   in s*s fused kernels, one per output phase (the taps that land on it, in the order of ky and
+   kx), after a border of zeros around the patches: 4 launches for stride 2 instead of kh*kw
+   slice adds (issue 22).
 
 Which shapes take which route (forward, then the backward of both gradients):
 
