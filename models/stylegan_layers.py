@@ -39,19 +39,23 @@ class Blur(nn.Function):
 
     def forward(self, x):
         n, c, h, w = x.shape
-        padded = nn.backend.get_array_module(x).zeros((n, h + 2, w + 2, c), dtype=x.dtype)
+        xp = nn.backend.get_array_module(x)
+        padded = xp.zeros((n, h + 2, w + 2, c), dtype=x.dtype)
         padded[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)             # channels-last
-        rows = padded[:, :-2] + padded[:, 2:]                           # k[-1] + k[1] (times 4)
-        rows += padded[:, 1:-1]
-        rows += padded[:, 1:-1]                                         # + 2 k[0]
-        y = rows[:, :, :-2] + rows[:, :, 2:]
-        y += rows[:, :, 1:-1]
-        y += rows[:, :, 1:-1]
-        y *= 1.0 / 16.0                                                 # (1, 2, 1)/4 twice
+        shifted = [padded[:, a:a + h, b:b + w] for a in range(3) for b in range(3)]
+        y = nn.backend.elementwise(xp, blur_kernel)(*shifted, x.dtype.type(1.0 / 16.0))
         return y.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
         return Blur()(gy)
+
+
+def blur_kernel(x00, x01, x02, x10, x11, x12, x20, x21, x22, scale):
+    """y = sum_{a, b} k[a] k[b] x_ab / 16 with k = (1, 2, 1), x_ab = x[i + a - 1, j + b - 1]: one
+    kernel on the GPU. Rows first (a column's up + down + 2 x middle), then the three columns
+    (left + right + 2 x middle), then the scale 1/16 (scale)."""
+    left, middle, right = x00 + x20 + x10 + x10, x01 + x21 + x11 + x11, x02 + x22 + x12 + x12
+    return (left + right + middle + middle) * scale
 
 
 def blur(x):
@@ -84,7 +88,8 @@ class EqualLinear(nn.Module):
         return self.weight * self.scale         # w = c w_hat
 
     def forward(self, x):
-        return F.linear(x, self.runtime_weight(), self.bias * self.lrmul)   # x w^T + lrmul b_hat
+        bias = self.bias * self.lrmul if self.lrmul != 1 else self.bias     # (b_hat * 1 = b_hat)
+        return F.linear(x, self.runtime_weight(), bias)                     # x w^T + lrmul b_hat
 
 
 class EqualConv2d(nn.Module):

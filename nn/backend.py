@@ -95,6 +95,25 @@ def to_device(array, device):
     return array_module_for("gpu").asarray(array)
 
 
+_fused = {}   # (array module, function) -> cupy.fuse(function): one kernel, compiled on first use
+
+
+def elementwise(xp, function):
+    """`function` of arrays and scalars, element by element, as ONE kernel on xp's device:
+    cupy.fuse(function) on CuPy (made once per function), the function itself on NumPy.
+
+    A fused function may only use element-wise operations, astype and where (no indexing,
+    reshaping or new arrays: pass views in instead); it may return a tuple of arrays, and it
+    may update its array arguments in place. On NumPy it runs as written, so a fused function
+    that repeats the plain code's operations in their order gives the same bits. Scalars go in
+    in the arrays' dtype (x.dtype.type(c)): CuPy compiles one kernel per set of dtypes."""
+    if xp is np:
+        return function
+    if (xp, function) not in _fused:
+        _fused[xp, function] = xp.fuse(kernel_name=function.__name__)(function)
+    return _fused[xp, function]
+
+
 def to_numpy(array):
     """A NumPy array, copied from the GPU when needed."""
     return array.get() if is_cupy_array(array) else np.asarray(array)

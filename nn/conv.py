@@ -46,9 +46,13 @@ B. Gathering on the phase grid (conv2d's input gradient = conv_transpose2d; kern
 
 C. Scattering (conv_transpose2d otherwise: kernel not a multiple of the stride, or an output
    much larger than its input, like DCGAN's 1x1 -> 4x4). One product P = x @ Wmat gives each
-   input pixel its kh x kw x O patch, added into the output by kh*kw strided slice adds:
+   input pixel its kh x kw x O patch, added into the output tap by tap:
 
        out[n, i*s + ky - p, j*s + kx - p, o] += P[(n, i, j), (ky, kx, o)]
+
+   in s*s fused kernels, one per output phase (the taps that land on it, in the order of ky and
+   kx), after a border of zeros around the patches: 4 launches for stride 2 instead of kh*kw
+   slice adds (issue 22).
 
 Which shapes take which route (forward, then the backward of both gradients):
 
@@ -93,7 +97,7 @@ Plain versions (a sum over kernel offsets, NCHW, primitive ops only): nn/plain/c
 import numpy as np
 
 from . import plain
-from .backend import get_array_module
+from .backend import elementwise, get_array_module
 from .tensor import Function
 from .arguments import int_pair
 
@@ -374,19 +378,39 @@ def _gather_input_grad(gy, weight, stride, padding, in_size, x=None):
 
 def _scatter_conv_transpose(x, weight, stride, padding, out_size):
     """out[n, i*sh + ky - ph, j*sw + kx - pw, o] += (x_rows @ Wmat)[(n, i, j), (ky, kx, o)],
-    Wmat[c, (ky, kx, o)] = W[c, o, ky, kx]: one product, then kh*kw strided slice adds. NHWC."""
+    Wmat[c, (ky, kx, o)] = W[c, o, ky, kx]: one product, then for each output phase (py, px)
+    the sum of its taps ky = py, py + sh, ..., kx = px, px + sw, ... (tap_sum_kernel: one kernel
+    per phase on the GPU), in the order of ky, then kx. The patches get th - 1 rows and tw - 1
+    columns of zeros on each side (th, tw: the most taps of a phase), so that every tap covers
+    its phase's whole grid; adding those zeros changes no bit. NHWC."""
     xp = get_array_module(x)
     c, o, kh, kw = weight.shape
     n, h, w, _ = x.shape
     (sh, sw), (ph, pw), (ho, wo) = stride, padding, out_size
+    th, tw = -(-kh // sh), -(-kw // sw)
     w_mat = weight.transpose(0, 2, 3, 1).reshape(c, kh * kw * o)
-    patches = (x.reshape(n * h * w, c) @ w_mat).reshape(n, h, w, kh, kw, o)
+    patches = (x.reshape(n * h * w, c) @ w_mat).reshape(n, h, w, kh * kw * o)
+    patches = _extend(patches, (th - 1, th - 1), (tw - 1, tw - 1)).reshape(
+        n, h + 2 * th - 2, w + 2 * tw - 2, kh, kw, o)
     full = xp.zeros((n, max((h - 1) * sh + kh, ph + ho), max((w - 1) * sw + kw, pw + wo), o),
                     dtype=x.dtype)                   # room for every patch and the output window
-    for ky in range(kh):
-        for kx in range(kw):
-            full[:, ky:ky + sh * h:sh, kx:kx + sw * w:sw] += patches[:, :, :, ky, kx]
+    for py in range(sh):
+        for px in range(sw):
+            rows, cols = range(py, kh, sh), range(px, kw, sw)       # the phase's taps
+            if not (rows and cols):
+                continue
+            grid_h, grid_w = h + len(rows) - 1, w + len(cols) - 1   # its grid, in full
+            taps = [patches[:, th - 1 - a:th - 1 - a + grid_h, tw - 1 - b:tw - 1 - b + grid_w,
+                            ky, kx] for a, ky in enumerate(rows) for b, kx in enumerate(cols)]
+            phase = full[:, py:py + sh * grid_h:sh, px:px + sw * grid_w:sw]
+            elementwise(xp, tap_sum_kernel)(phase, *taps)
     return full[:, ph:ph + ho, pw:pw + wo]
+
+
+def tap_sum_kernel(out, *taps):
+    """out += tap, for each tap in order, in place: one kernel on the GPU."""
+    for tap in taps:
+        out += tap
 
 
 def _conv_transpose2d_nhwc(x, weight, stride, padding, out_size):

@@ -5,6 +5,10 @@ gradients, for gradient penalties) come for free. A few get a Function of their 
 that is much faster or numerically safer; their `backward` is still written with Tensor
 operations, so it can be differentiated again.
 
+On the GPU their element-wise parts run as fused kernels (the *_kernel functions here, through
+nn.backend.elementwise: one launch each instead of one per operation); on the CPU the same
+functions run as plain NumPy, the same operations in the same order.
+
 Layout is NCHW. Reading order: linear, activations, normalisation, dropout, resampling,
 joining and padding, losses, then the StyleGAN helpers (pixel norm, minibatch stddev).
 """
@@ -12,7 +16,7 @@ import numpy as np
 
 from . import init, ops, plain
 from .arguments import int_pair
-from .backend import device_of, get_array_module
+from .backend import device_of, elementwise, get_array_module
 from .conv import conv2d, conv_transpose2d  # noqa: F401  (re-exported: F.conv2d, F.conv_transpose2d)
 from .ops import broadcast_to, concat, exp, log, sqrt, where  # noqa: F401  (re-exported)
 from .tensor import Function, Tensor, array_of, is_grad_enabled
@@ -55,32 +59,44 @@ class _ScaleBy(Function):
 
 
 class _ReLU(Function):
-    """y = max(x, 0); dy/dx = 1 where x > 0, else 0."""
+    """y = max(x, 0); dy/dx = 1 where x > 0, else 0 (the mask, made with y: relu_kernel)."""
 
     def forward(self, x):
-        return get_array_module(x).maximum(x, 0)
+        y, self.mask = elementwise(get_array_module(x), relu_kernel)(x)
+        return y
 
     def backward(self, gy):
-        x, = self.inputs
-        return _ScaleBy((x.data > 0).astype(x.dtype))(gy)
+        return _ScaleBy(self.mask)(gy)
+
+
+def relu_kernel(x):
+    """(y, mask) = (max(x, 0), 1 where x > 0 else 0): one kernel on the GPU."""
+    return get_array_module(x).maximum(x, 0), (x > 0).astype(x.dtype)
 
 
 class _LeakyReLU(Function):
-    """y = x where x > 0, else negative_slope * x; dy/dx is 1 or negative_slope (the factor)."""
+    """y = x where x > 0, else negative_slope * x; dy/dx is 1 or negative_slope (the factor,
+    made with y: leaky_relu_kernel)."""
 
     def __init__(self, negative_slope):
         self.negative_slope = negative_slope
 
     def forward(self, x):
-        # factor = 1 where x > 0, else slope, as mask * (1 - slope) + slope: cheaper than
-        # xp.where, which branches per element and runs ~20x slower on random signs.
-        self.factor = (x > 0).astype(x.dtype)
-        self.factor *= 1.0 - self.negative_slope
-        self.factor += self.negative_slope
-        return x * self.factor
+        slope = x.dtype.type(self.negative_slope)
+        y, self.factor = elementwise(get_array_module(x), leaky_relu_kernel)(
+            x, slope, x.dtype.type(1.0 - self.negative_slope))
+        return y
 
     def backward(self, gy):
         return _ScaleBy(self.factor)(gy)
+
+
+def leaky_relu_kernel(x, slope, one_minus_slope):
+    """(y, factor) = (x * factor, 1 where x > 0 else slope): one kernel on the GPU. The factor is
+    mask * (1 - slope) + slope, cheaper on the CPU than xp.where (which branches per element and
+    runs ~20x slower on random signs)."""
+    factor = (x > 0).astype(x.dtype) * one_minus_slope + slope
+    return x * factor, factor
 
 
 class _Tanh(Function):
@@ -99,10 +115,7 @@ class _Sigmoid(Function):
     dy/dx = y (1 - y)."""
 
     def forward(self, x):
-        y = get_array_module(x).tanh(x * 0.5)
-        y *= 0.5
-        y += 0.5
-        return y
+        return elementwise(get_array_module(x), sigmoid_kernel)(x, x.dtype.type(0.5))
 
     def backward(self, gy):
         y = self.output()
@@ -119,8 +132,7 @@ class _Softplus(Function):
     def forward(self, x):
         xp = get_array_module(x)
         z = x * self.beta if self.beta != 1 else x
-        y = xp.log1p(xp.exp(-xp.abs(z)))
-        y += xp.maximum(z, 0)
+        y = elementwise(xp, softplus_kernel)(z)
         if self.beta != 1:
             y *= 1.0 / self.beta
         return y
@@ -129,6 +141,17 @@ class _Softplus(Function):
         x, = self.inputs
         z = x * self.beta if self.beta != 1 else x
         return gy * sigmoid(z)
+
+
+def softplus_kernel(z):
+    """y = log1p(exp(-|z|)) + max(z, 0) = log(1 + e^z), never overflowing: one kernel on the GPU."""
+    xp = get_array_module(z)
+    return xp.log1p(xp.exp(-xp.abs(z))) + xp.maximum(z, 0)
+
+
+def sigmoid_kernel(x, half):
+    """y = tanh(x * 0.5) * 0.5 + 0.5 (half = 0.5 in x's dtype): one kernel on the GPU."""
+    return get_array_module(x).tanh(x * half) * half + half
 
 
 def relu(x):
@@ -166,39 +189,61 @@ class _Standardize(Function):
 
     Backward, with M the number of values per slice and averages over `axes`:
         gx = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(var + eps)
-    For a plain backward the saved x_hat and 1/std are used. When the backward itself is
-    being recorded (create_graph=True), x_hat and 1/std are rebuilt from x with primitive
-    ops, so that the formula above is differentiable with respect to x as well.
+    For a plain backward the saved x_hat and variance are used: two sums over raw arrays and
+    one kernel (standardize_grad_kernel). When the backward itself is being recorded
+    (create_graph=True), x_hat and 1/std are rebuilt from x with primitive ops, so that the
+    formula above is differentiable with respect to x as well.
+    On the GPU the forward is two reductions and two kernels (_batch_statistics,
+    standardize_kernel).
     """
 
     def __init__(self, axes, eps):
         self.axes, self.eps = axes, eps
 
     def forward(self, x):
-        self.mean, self.var, self.inv_std, x_hat = _standardize_arrays(x, self.axes, self.eps)
-        return x_hat
+        self.mean, self.var, centred = _batch_statistics(x, self.axes)
+        return elementwise(get_array_module(x), standardize_kernel)(
+            centred, self.var, x.dtype.type(self.eps))
 
     def backward(self, g):
         x, = self.inputs
-        if is_grad_enabled():  # create_graph=True: keep the dependence on x
-            x_hat, inv_std = _standardize_composed(x, self.axes, self.eps)
-        else:
-            x_hat, inv_std = self.output(), Tensor(self.inv_std)
+        if not is_grad_enabled():  # a plain backward: raw arrays, the saved x_hat and 1/std
+            g, x_hat = g.data, self.output().data
+            sum_g = g.sum(axis=self.axes, keepdims=True)
+            sum_g_x_hat = (g * x_hat).sum(axis=self.axes, keepdims=True)
+            inv_count = g.dtype.type(1.0 / (g.size // sum_g.size))
+            return Tensor(elementwise(get_array_module(g), standardize_grad_kernel)(
+                g, x_hat, sum_g, sum_g_x_hat, self.var, g.dtype.type(self.eps), inv_count))
+        x_hat, inv_std = _standardize_composed(x, self.axes, self.eps)   # create_graph=True
         mean_g = g.mean(axis=self.axes, keepdims=True)
         mean_g_x_hat = (g * x_hat).mean(axis=self.axes, keepdims=True)
         return (g - mean_g - x_hat * mean_g_x_hat) * inv_std
 
 
-def _standardize_arrays(x, axes, eps):
-    """mean, biased variance, 1/sqrt(var + eps) and x_hat = (x - mean) / sqrt(var + eps) of a raw
-    array over `axes` (kept as size-1 axes), with one temporary."""
-    xp = get_array_module(x)
+def standardize_kernel(centred, var, eps):
+    """x_hat = centred * (1 / sqrt(var + eps)): one kernel on the GPU."""
+    return centred * (1.0 / get_array_module(var).sqrt(var + eps))
+
+
+def standardize_grad_kernel(g, x_hat, sum_g, sum_g_x_hat, var, eps, inv_count):
+    """gx = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(var + eps), each mean a sum times
+    1/M = inv_count (_Standardize's backward, the sums given): one kernel on the GPU."""
+    inv_std = 1.0 / get_array_module(var).sqrt(var + eps)
+    return (g - sum_g * inv_count - x_hat * (sum_g_x_hat * inv_count)) * inv_std
+
+
+def _batch_statistics(x, axes):
+    """mean and biased variance of a raw array over `axes` (kept as size-1 axes), and x - mean:
+    two reductions and a fused kernel (centre_kernel)."""
     mean = x.mean(axis=axes, keepdims=True)
-    x_hat = x - mean
-    var = xp.square(x_hat).mean(axis=axes, keepdims=True)
-    inv_std = 1.0 / xp.sqrt(var + eps)
-    x_hat *= inv_std
-    return mean, var, inv_std, x_hat
+    centred, squared = elementwise(get_array_module(x), centre_kernel)(x, mean)
+    return mean, squared.mean(axis=axes, keepdims=True), centred
+
+
+def centre_kernel(x, mean):
+    """(x - mean, (x - mean)^2): one kernel on the GPU."""
+    centred = x - mean
+    return centred, get_array_module(x).square(centred)
 
 
 def _standardize_composed(x, axes, eps):
@@ -218,8 +263,9 @@ def _per_channel(value, x, name):
     return value.reshape((1, channels) + (1,) * (x.ndim - 2))
 
 
-def _update_running_stat(running, batch_value, momentum, x):
-    """running <- (1 - momentum) * running + momentum * batch_value, in place, no gradient."""
+def _update_running_stat(running, batch_value, momentum, x, value_scale=1.0):
+    """running <- (1 - momentum) * running + momentum * batch_value * value_scale, in place, no
+    gradient (value_scale = 1 is exact: the same bits as without it)."""
     array = array_of(running)
     if device_of(array) != x.device:
         raise ValueError(f"batch_norm: running statistics are on {device_of(array)} but the input "
@@ -227,8 +273,17 @@ def _update_running_stat(running, batch_value, momentum, x):
     if array.shape != (x.shape[1],):
         raise ValueError(f"batch_norm: running statistic of shape {array.shape}, expected "
                          f"({x.shape[1]},)")
-    array *= 1.0 - momentum
-    array += momentum * batch_value.reshape(array.shape)
+    value = batch_value.reshape(array.shape)
+    elementwise(get_array_module(array), running_average_kernel)(
+        array, value, value.dtype.type(value_scale), value.dtype.type(momentum),
+        array.dtype.type(1.0 - momentum))
+
+
+def running_average_kernel(running, value, value_scale, momentum, one_minus_momentum):
+    """running = running * (1 - momentum) + momentum * (value * value_scale), in place: one
+    kernel on the GPU (value_scale turns the biased variance into the unbiased one)."""
+    running *= one_minus_momentum
+    running += momentum * (value * value_scale)
 
 
 class _BatchNorm(Function):
@@ -243,19 +298,23 @@ class _BatchNorm(Function):
         g_bias = sum(g)      g_weight = sum(g * x_hat)
         g_x    = weight / sqrt(var + eps) * (g - g_bias / M - x_hat * g_weight / M)
 
-    computed on the saved x_hat for a plain backward, and on Tensors rebuilt from x with primitive
-    ops when the backward itself is recorded (create_graph=True), so that it is differentiable
-    again. The batch statistics stay available as `.mean` and `.var` for the running averages.
+    computed on the saved x_hat for a plain backward (two sums and one kernel,
+    batch_norm_grad_kernel), and on Tensors rebuilt from x with primitive ops when the backward
+    itself is recorded (create_graph=True), so that it is differentiable again. The forward is
+    two reductions and two kernels on the GPU (_batch_statistics, batch_norm_kernel). The batch
+    statistics stay available as `.mean` and `.var` for the running averages.
     """
 
     def __init__(self, axes, eps):
         self.axes, self.eps = axes, eps
 
     def forward(self, x, weight, bias):
-        self.mean, self.var, self.inv_std, x_hat = _standardize_arrays(x, self.axes, self.eps)
-        self.x_hat = x_hat
+        self.mean, self.var, centred = _batch_statistics(x, self.axes)
         channel = (1, -1) + (1,) * (x.ndim - 2)
-        return x_hat * weight.reshape(channel) + bias.reshape(channel)
+        self.x_hat, y = elementwise(get_array_module(x), batch_norm_kernel)(
+            centred, self.var, x.dtype.type(self.eps), weight.reshape(channel),
+            bias.reshape(channel))
+        return y
 
     def backward(self, g):
         x, weight, _ = self.inputs
@@ -263,8 +322,27 @@ class _BatchNorm(Function):
             x_hat, inv_std = _standardize_composed(x, self.axes, self.eps)
             g_x, g_weight, g_bias = _batch_norm_backward(g, x_hat, inv_std, weight, self.axes)
             return g_x, g_weight, g_bias
-        grads = _batch_norm_backward(g.data, self.x_hat, self.inv_std, weight.data, self.axes)
-        return tuple(Tensor(grad) for grad in grads)
+        g, channel = g.data, (1, -1) + (1,) * (g.ndim - 2)      # a plain backward: raw arrays
+        g_bias = g.sum(axis=self.axes)
+        g_weight = (g * self.x_hat).sum(axis=self.axes)
+        g_x = elementwise(get_array_module(g), batch_norm_grad_kernel)(
+            g, self.x_hat, g_bias.reshape(channel), g_weight.reshape(channel),
+            weight.data.reshape(channel), self.var, g.dtype.type(self.eps),
+            g.dtype.type(1.0 / (g.size // g.shape[1])))
+        return Tensor(g_x), Tensor(g_weight), Tensor(g_bias)
+
+
+def batch_norm_kernel(centred, var, eps, weight, bias):
+    """(x_hat, y) = (centred / sqrt(var + eps), x_hat * weight + bias): one kernel on the GPU."""
+    x_hat = centred * (1.0 / get_array_module(var).sqrt(var + eps))
+    return x_hat, x_hat * weight + bias
+
+
+def batch_norm_grad_kernel(g, x_hat, g_bias, g_weight, weight, var, eps, inv_count):
+    """g_x = (g - g_bias / M - x_hat * g_weight / M) * weight / sqrt(var + eps), with
+    1/M = inv_count (_batch_norm_backward's g_x, the sums given): one kernel on the GPU."""
+    inv_std = 1.0 / get_array_module(var).sqrt(var + eps)
+    return (g - g_bias * inv_count - x_hat * (g_weight * inv_count)) * (weight * inv_std)
 
 
 def _batch_norm_backward(g, x_hat, inv_std, weight, axes):
@@ -389,8 +467,7 @@ def _update_running_stats(normalise, x, running_mean, running_var, momentum, cou
     if running_mean is not None:
         _update_running_stat(running_mean, normalise.mean, momentum, x)
     if running_var is not None:
-        unbiased_var = normalise.var * (count / (count - 1))
-        _update_running_stat(running_var, unbiased_var, momentum, x)
+        _update_running_stat(running_var, normalise.var, momentum, x, count / (count - 1))
 
 
 def _batch_norm_eval(x, running_mean, running_var, eps):
@@ -519,10 +596,31 @@ def dropout(x, p=0.5, training=True, rng=None):
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0:
         return x
-    uniform = _uniform(x.shape, x.dtype, get_array_module(x.data), rng)
-    mask = (uniform >= p).astype(x.dtype)
-    mask *= 1.0 / (1.0 - p)
-    return _ScaleBy(mask)(x)
+    return _Dropout(_uniform(x.shape, x.dtype, get_array_module(x.data), rng), p)(x)
+
+
+class _Dropout(Function):
+    """y = x * mask, mask = (uniform >= p) / (1 - p), both made by one kernel (dropout_kernel);
+    dy/dx = mask, so the backward is _ScaleBy(mask), like _LeakyReLU's."""
+
+    def __init__(self, uniform, p):
+        self.uniform, self.p = uniform, p
+
+    def forward(self, x):
+        scalar = x.dtype.type
+        y, self.mask = elementwise(get_array_module(x), dropout_kernel)(
+            x, self.uniform, scalar(self.p), scalar(1.0 / (1.0 - self.p)))
+        self.uniform = None
+        return y
+
+    def backward(self, gy):
+        return _ScaleBy(self.mask)(gy)
+
+
+def dropout_kernel(x, uniform, p, scale):
+    """(y, mask) = (x * mask, (uniform >= p) * scale), scale = 1 / (1 - p): one GPU kernel."""
+    mask = (uniform >= p).astype(x.dtype) * scale
+    return x * mask, mask
 
 
 # ---- resampling --------------------------------------------------------------------------------
@@ -553,15 +651,22 @@ class _SumPool(Function):
 
     def forward(self, x):
         (sh, sw), x = self.factor, x.transpose(0, 2, 3, 1)       # channels-last view
-        y = x[:, 0::sh, 0::sw].copy()
-        for a in range(sh):                                        # one strided slice per offset
-            for b in range(sw):
-                if a or b:
-                    y += x[:, a::sh, b::sw]
+        offsets = [x[:, a::sh, b::sw] for a in range(sh) for b in range(sw)]  # strided slices
+        if len(offsets) == 1:
+            return offsets[0].copy().transpose(0, 3, 1, 2)
+        y = elementwise(get_array_module(x), sum_kernel)(*offsets)
         return y.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
         return _UpsampleNearest(self.factor)(gy)
+
+
+def sum_kernel(first, *others):
+    """first + others[0] + others[1] + ..., added in that order: one kernel on the GPU."""
+    total = first
+    for other in others:
+        total = total + other
+    return total
 
 
 def upsample_nearest(x, scale_factor=2):

@@ -28,20 +28,7 @@ import math
 import numpy as np
 
 from . import plain
-from .backend import device_of, get_array_module, to_device, to_numpy
-
-_fused = {}   # (array module, function) -> cupy.fuse(function): one kernel, compiled on first use
-
-
-def elementwise(xp, function):
-    """`function` of arrays and scalars, element by element, as ONE kernel on xp's device:
-    cupy.fuse(function) on CuPy (made once per function), the function itself on NumPy."""
-    if xp is np:
-        return function
-    if (xp, function) not in _fused:
-        _fused[xp, function] = xp.fuse(kernel_name=function.__name__)(function)
-    return _fused[xp, function]
-
+from .backend import device_of, elementwise, get_array_module, to_device, to_numpy
 
 def _match(array, like):
     """`array` on `like`'s device with `like`'s dtype (a copy only when needed)."""
