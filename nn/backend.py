@@ -8,6 +8,7 @@ The GPU needs CuPy 12 or newer (CUPY_FLOOR): an older CuPy is refused with a mes
 version, like a missing CuPy or a missing CUDA device.
 """
 import re
+import warnings
 
 import numpy as np
 
@@ -96,6 +97,7 @@ def to_device(array, device):
 
 
 _fused = {}   # (array module, function) -> cupy.fuse(function): one kernel, compiled on first use
+_unfused = set()   # functions CuPy could not fuse: they run as plain array code
 
 
 def elementwise(xp, function):
@@ -107,10 +109,24 @@ def elementwise(xp, function):
     may update its array arguments in place. On NumPy it runs as written, so a fused function
     that repeats the plain code's operations in their order gives the same bits. Scalars go in
     in the arrays' dtype (x.dtype.type(c)): CuPy compiles one kernel per set of dtypes."""
-    if xp is np:
+    if xp is np or function in _unfused:
         return function
     if (xp, function) not in _fused:
-        _fused[xp, function] = xp.fuse(kernel_name=function.__name__)(function)
+        fused = xp.fuse(kernel_name=function.__name__)(function)
+
+        def fused_or_plain(*args):
+            """The fused kernel; should CuPy refuse to compile it (its fusion rules differ
+            between versions), the same function unfused from then on: right, with more launches."""
+            try:
+                return fused(*args)
+            except Exception as error:                  # raised before anything ran
+                warnings.warn(f"cupy.fuse could not compile {function.__name__} ({error}); "
+                              f"it runs unfused: the same values, more kernel launches")
+                _unfused.add(function)
+                _fused.pop((xp, function), None)
+                return function(*args)
+
+        _fused[xp, function] = fused_or_plain
     return _fused[xp, function]
 
 

@@ -13,6 +13,7 @@ import json
 import pickle
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -732,3 +733,30 @@ def test_launches_and_copies_per_step_stay_at_issue_22s_figures(cupy_standin, st
     assert max(found["host_to_device"]) <= 10, f"{model}: {found['host_to_device']} copies"
     if model in ("dcgan", "stylegan"):                # issue 22's target: at least halved
         assert mean <= LAUNCHES_BEFORE[model] / 2
+
+
+def test_a_function_cupy_cannot_fuse_runs_unfused_with_one_warning(cupy_standin, monkeypatch):
+    """nn.backend.elementwise: should a CuPy version refuse to compile a fused kernel, the plain
+    function runs instead (the same values), with one warning naming it."""
+    from nn import backend
+
+    def scale_and_shift(x, a):
+        return x * a + 1.0
+
+    def refusing_fuse(kernel_name=None):
+        def wrap(function):
+            def compile_and_run(*args):
+                raise NotImplementedError("this operation is not supported in cupy.fuse")
+            return compile_and_run
+        return wrap
+
+    monkeypatch.setattr(cupy_standin, "fuse", refusing_fuse)
+    monkeypatch.setattr(backend, "_fused", {})
+    monkeypatch.setattr(backend, "_unfused", set())
+    x = cupy_standin.asarray(np.arange(4, dtype=np.float32))
+    with pytest.warns(UserWarning, match="could not compile scale_and_shift"):
+        first = backend.elementwise(cupy_standin, scale_and_shift)(x, np.float32(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = backend.elementwise(cupy_standin, scale_and_shift)(x, np.float32(2))
+    assert first.get().tolist() == again.get().tolist() == [1.0, 3.0, 5.0, 7.0]
