@@ -23,7 +23,7 @@ GRAPH_FACTOR = 18        # see memory_estimate; benchmarks/bench_memory.py: at t
 
 def flags(description):
     p = experiment.parser(description, out="runs/stylegan", image_size=64, batch_size=16,
-                          epochs=40, steps_per_epoch=100)
+                          epochs=55, steps_per_epoch=100)
     p.tighten("image_size", power_of_two(REPORT_RESOLUTION))
     g = p.add_argument_group("StyleGAN")
     g.add_argument("--z-dim", type=int, default=64, rule=at_least(1),
@@ -38,9 +38,10 @@ def flags(description):
     g.add_argument("--g-widths", default="", metavar="R=C,...", rule=width_list,
                    help="G's channels at some resolutions instead of the --fmap-base rule, e.g. "
                         "64=16 or 16=64,32=32 (default: none)")
-    g.add_argument("--g-output", choices=("linear", "tanh"), default="linear",
-                   help="G's image as the synthesis network draws it (the papers), or bounded by "
-                        "a tanh as DCGAN's is; tanh needs --synthesis skip (default: %(default)s)")
+    g.add_argument("--g-output", choices=("linear", "tanh"), default="tanh",
+                   help="tanh: G's image bounded by a tanh, as DCGAN's is (the -1 background of "
+                        "the slices is then easy to hold; needs --synthesis skip); linear: as the "
+                        "synthesis network draws it (the papers) (default: %(default)s)")
     g.add_argument("--d-fmap-base", type=int, default=None, rule=optional(at_least(1)),
                    help="D's own --fmap-base (default: G's)")
     g.add_argument("--d-fmap-max", type=int, default=None, rule=optional(at_least(1)),
@@ -63,11 +64,12 @@ def flags(description):
                         "for all or a comma list (default: %(default)s)")
     g.add_argument("--fade-images", type=int, default=4000, rule=at_least(0),
                    help="images over which each new resolution fades in (default: %(default)s)")
-    g.add_argument("--synthesis", choices=("replace", "skip"), default="replace",
-                   help="replace: G's image is its last resolution's (Karras et al. 2018); skip: "
-                        "the sum of every resolution's image, upsampled, each starting at zero "
-                        "(StyleGAN2's skip generator), so a new resolution adds detail instead of "
-                        "replacing the image (default: %(default)s)")
+    g.add_argument("--synthesis", choices=("replace", "skip"), default="skip",
+                   help="skip: the sum of every resolution's image, upsampled, each new one "
+                        "starting at zero (StyleGAN2's skip generator), so a new resolution adds "
+                        "detail instead of replacing the image; replace: G's image is its last "
+                        "resolution's (Karras et al. 2018), whose fade-ins halved the scores on "
+                        "the bundled slices (docs/stylegan.md) (default: %(default)s)")
     g.add_argument("--no-blur", dest="blur", action="store_false",
                    help="leave out the [1,2,1] low-pass filter after G's upsampling convs and "
                         "before D's downsampling ones (the official code has it)")

@@ -111,7 +111,8 @@ def test_the_defaults_are_accepted(model):
     ("stylegan", {"critic": "dcgan"}, "--loss wgan-gp: --critic dcgan has batch norm"),
     ("stylegan", {"gamma_scaling": "resolution"}, "--gamma-scaling resolution: it scales R1"),
     ("stylegan", {"g_widths": "12=8"}, "--g-widths 12=8: 12 is not one of G's resolutions"),
-    ("stylegan", {"g_output": "tanh"}, "--g-output tanh: a tanh after the replace generator"),
+    ("stylegan", {"g_output": "tanh", "synthesis": "replace"},
+     "--g-output tanh: a tanh after the replace generator"),
 ])
 def test_bad_settings_are_refused_naming_the_flag(model, changes, flag):
     config = vars(defaults(model))
