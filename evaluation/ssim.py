@@ -39,6 +39,7 @@ Inputs are NumPy arrays (or CuPy arrays, copied to the host), of shape (H, W), (
 """
 import numpy as np
 
+from evaluation.coverage import squared_distances
 from nn.backend import to_numpy
 
 K1, K2 = 0.01, 0.03
@@ -260,7 +261,7 @@ def nearest_neighbour_ssim(samples, real, data_range=2.0, chunk=None, return_ind
     if candidates < len(real):
         flat_s = as_image_stack(samples, "samples", np.float32).reshape(len(samples), -1)
         flat_r = as_image_stack(real, "real", np.float32).reshape(len(real), -1)
-        distance = (flat_r * flat_r).sum(axis=1)[None] - 2 * flat_s @ flat_r.T   # + |s|^2
+        distance = squared_distances(flat_s, flat_r)            # |s - r|^2, (S, R)
         nearest = np.argsort(distance, axis=1)[:, :candidates]
         wanted = np.zeros(distance.shape, bool)
         np.put_along_axis(wanted, nearest, True, axis=1)
